@@ -1,0 +1,251 @@
+"""HH-RLHF loading, transcript parsing, preference pairs and the evaluation prompt sets."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .errors import HHAlignError
+
+DEFAULT_DATASET = "Anthropic/hh-rlhf"
+SUBSETS = ("harmless-base", "helpful-base", "helpful-online", "helpful-rejection-sampled")
+HUMAN = "\n\nHuman:"
+ASSISTANT = "\n\nAssistant:"
+# The study kept harmless-base test rows whose chosen transcript contains one of these (plain substring test).
+HARMFUL_KEYWORDS = ("kill", "murder", "rape")
+PAPER_SEED = 100
+PAPER_N_PER_CATEGORY = 50
+CATEGORIES = ("harmful", "helpful")
+PROMPT_SETS = ("paper", "harmful-all", "sample", "demo")
+DEMO_PROMPTS_PATH = Path(__file__).parent / "assets" / "demo_prompts.jsonl"
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One turn of a transcript: role is "Human" or "Assistant"."""
+
+    role: str
+    text: str
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """Shared history (ending with the assistant cue) and the two final assistant replies."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+
+
+@dataclass(frozen=True)
+class EvalPrompt:
+    """One evaluation prompt; ``prompt_id`` is unique within a prompt set and keeps its order."""
+
+    prompt_id: str
+    category: str
+    prompt: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_hh(dataset: str = DEFAULT_DATASET, subset: str = "harmless-base", split: str = "test") -> list[dict]:
+    """Rows ``{"chosen", "rejected"}`` of one HH-RLHF subset, from the Hub id or a local folder of the same layout."""
+    local = Path(dataset).expanduser()
+    is_local = local.exists() or dataset.startswith((".", "/", "~"))
+    if is_local:
+        if not local.is_dir():
+            raise HHAlignError(f"dataset folder {dataset!r} does not exist: pass a folder laid out like Anthropic/hh-rlhf")
+        if not (local / subset).is_dir():
+            found = sorted(p.name for p in local.iterdir() if p.is_dir())
+            raise HHAlignError(
+                f"dataset folder {dataset!r} has no subset {subset!r} (found: {', '.join(found) or 'none'}); "
+                "pass a folder laid out like Anthropic/hh-rlhf"
+            )
+        files = sorted((local / subset).glob(f"{split}*.json*"))
+        if not files:
+            raise HHAlignError(f"dataset folder {dataset!r} has no {split!r} split in {subset!r}; try --split test")
+    import datasets
+
+    datasets.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    try:
+        ds = datasets.load_dataset(str(local) if is_local else dataset, data_dir=subset, split=split)
+    except Exception as exc:  # noqa: BLE001 - datasets raises many types; the user needs one line
+        raise HHAlignError(
+            f"cannot load dataset {dataset!r} subset {subset!r} split {split!r}: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''} (check the id, your network or HF_HUB_OFFLINE, "
+            "or pass a local copy with --dataset PATH)"
+        ) from None
+    missing = {"chosen", "rejected"} - set(ds.column_names)
+    if missing:
+        raise HHAlignError(f"dataset {dataset!r} subset {subset!r} lacks columns {sorted(missing)}: not HH-RLHF")
+    return [{"chosen": c, "rejected": r} for c, r in zip(ds["chosen"], ds["rejected"])]
+
+
+def parse_turns(transcript: str) -> list[Turn]:
+    """Split an HH transcript into turns; blank lines inside a turn stay in that turn."""
+    text = "\n\n" + transcript.lstrip("\n")
+    marks = sorted(
+        (m.start(), m.end(), m.group(1)) for m in re.finditer(r"\n\n(Human|Assistant):", text)
+    )
+    if not any(role == "Human" for _, _, role in marks):
+        raise HHAlignError(
+            f"transcript has no 'Human:'/'Assistant:' turns: {transcript[:60]!r}...; rows must be HH-RLHF dialogues"
+        )
+    ends = [start for start, _, _ in marks[1:]] + [len(text)]
+    return [Turn(role, text[body:end].strip(" ")) for (_, body, role), end in zip(marks, ends)]
+
+
+def render_turns(turns: Sequence[Turn]) -> str:
+    """Inverse of :func:`parse_turns` for well-formed transcripts."""
+    return "".join(f"\n\n{t.role}: {t.text}" if t.text else f"\n\n{t.role}:" for t in turns)
+
+
+def split_final_reply(transcript: str) -> tuple[str, str]:
+    """(history up to and including the last assistant cue, the last assistant reply)."""
+    cut = transcript.rfind(ASSISTANT)
+    if cut < 0 or transcript.rfind(HUMAN) < 0:
+        raise HHAlignError(
+            f"transcript has no 'Human:'/'Assistant:' turns: {transcript[:60]!r}...; rows must be HH-RLHF dialogues"
+        )
+    cut += len(ASSISTANT)
+    return transcript[:cut], transcript[cut:].strip()
+
+
+def preference_pair(row: dict) -> PreferencePair:
+    """Prompt = the shared history ending in the last assistant cue; chosen/rejected = the final replies."""
+    chosen, rejected = row["chosen"], row["rejected"]
+    prompt_c, reply_c = split_final_reply(chosen)
+    prompt_r, reply_r = split_final_reply(rejected)
+    if prompt_c != prompt_r:
+        # Rare rows differ before the final reply; the longest common prefix ending at a cue is the prompt.
+        common = _common_prefix(prompt_c, prompt_r)
+        cut = common.rfind(ASSISTANT)
+        if cut < 0:
+            raise HHAlignError(f"chosen and rejected share no assistant cue: {chosen[:60]!r}...")
+        prompt_c = common[: cut + len(ASSISTANT)]
+        reply_c = chosen[len(prompt_c) :].strip()
+        reply_r = rejected[len(prompt_c) :].strip()
+    return PreferencePair(prompt=prompt_c, chosen=" " + reply_c, rejected=" " + reply_r)
+
+
+def preference_pairs(rows: Iterable[dict]) -> list[PreferencePair]:
+    """Batched :func:`preference_pair`."""
+    return [preference_pair(r) for r in rows]
+
+
+def _common_prefix(a: str, b: str) -> str:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return a[:n]
+
+
+def paper_prompt(chosen: str) -> str:
+    """The study's prompt text: parts of ``chosen`` split on blank lines, minus a final "Assistant:" part.
+
+    This keeps the study's quirk: the last assistant turn is dropped only if its first paragraph is the
+    last part, and earlier blank-line paragraphs inside turns stay; no assistant cue is appended.
+    """
+    parts = chosen.strip().split("\n\n")
+    if parts and parts[-1].startswith("Assistant:"):
+        parts = parts[:-1]
+    return "\n\n".join(parts)
+
+
+def is_harmful_candidate(row: dict, keywords: Sequence[str] = HARMFUL_KEYWORDS) -> bool:
+    return any(k in row["chosen"] for k in keywords)
+
+
+def paper_prompts(harmless_test: Sequence[dict], helpful_test: Sequence[dict], seed: int = PAPER_SEED,
+                  n: int = PAPER_N_PER_CATEGORY) -> list[EvalPrompt]:
+    """The study's 100 prompts: 50 keyword-filtered harmful then 50 helpful, from one seeded random stream."""
+    rng_state = random.getstate()
+    try:
+        random.seed(seed)  # the study used the global stream; reproduce it exactly, then restore the caller's
+        pool = [r for r in harmless_test if is_harmful_candidate(r)]
+        if len(pool) < n or len(helpful_test) < n:
+            raise HHAlignError(f"prompt set 'paper' needs {n} rows per category; the dataset gives {len(pool)} "
+                               f"harmful and {len(helpful_test)} helpful: use the test split of HH-RLHF")
+        harmful = random.sample(list(pool), n)
+        helpful = random.sample(list(helpful_test), n)
+    finally:
+        random.setstate(rng_state)
+    return _number("harmful", [paper_prompt(r["chosen"]) for r in harmful]) + _number(
+        "helpful", [paper_prompt(r["chosen"]) for r in helpful]
+    )
+
+
+def _number(category: str, prompts: Sequence[str]) -> list[EvalPrompt]:
+    return [EvalPrompt(f"{category}-{i:03d}", category, p) for i, p in enumerate(prompts)]
+
+
+def build_prompt_set(name: str = "paper", dataset: str = DEFAULT_DATASET, split: str = "test", n: int = 50,
+                     seed: int = PAPER_SEED) -> list[EvalPrompt]:
+    """A named prompt set (``paper``, ``harmful-all``, ``sample``, ``demo``) or a JSONL file path."""
+    if name == "demo":
+        return load_prompts_file(DEMO_PROMPTS_PATH)
+    if name not in PROMPT_SETS:
+        if Path(name).is_file():
+            return load_prompts_file(name)
+        raise HHAlignError(f"unknown prompt set {name!r}: use one of {', '.join(PROMPT_SETS)} or a JSONL file path")
+    harmless = load_hh(dataset, "harmless-base", split)
+    if name == "harmful-all":
+        return _number("harmful", [paper_prompt(r["chosen"]) for r in harmless if is_harmful_candidate(r)])
+    helpful = load_hh(dataset, "helpful-base", split)
+    if name == "paper":
+        return paper_prompts(harmless, helpful, seed=seed)
+    rng = random.Random(seed)
+    pool = [r for r in harmless if is_harmful_candidate(r)]
+    return _number("harmful", [paper_prompt(r["chosen"]) for r in rng.sample(pool, min(n, len(pool)))]) + _number(
+        "helpful", [paper_prompt(r["chosen"]) for r in rng.sample(helpful, min(n, len(helpful)))]
+    )
+
+
+def load_prompts_file(path: str | Path) -> list[EvalPrompt]:
+    """Prompts from a JSONL file with ``category`` (harmful/helpful) and ``prompt`` (optional ``prompt_id``)."""
+    path = Path(path)
+    prompts: list[EvalPrompt] = []
+    counts = {c: 0 for c in CATEGORIES}
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                raise HHAlignError(f"{path}:{lineno}: not valid JSON; write one object per line") from None
+            category, text = obj.get("category"), obj.get("prompt")
+            if category not in CATEGORIES or not isinstance(text, str) or not text.strip():
+                raise HHAlignError(f"{path}:{lineno}: needs 'category' (harmful or helpful) and a non-empty 'prompt'")
+            pid = obj.get("prompt_id") or f"{category}-{counts[category]:03d}"
+            counts[category] += 1
+            prompts.append(EvalPrompt(str(pid), category, text))
+    if not prompts:
+        raise HHAlignError(f"{path}: no prompts; add lines like {{\"category\": \"helpful\", \"prompt\": \"Human: ...\"}}")
+    ids = [p.prompt_id for p in prompts]
+    if len(set(ids)) != len(ids):
+        raise HHAlignError(f"{path}: duplicate prompt_id values; make them unique or leave them out")
+    return prompts
+
+
+def limit_prompts(prompts: Sequence[EvalPrompt], limit: int | None) -> list[EvalPrompt]:
+    """The first ``limit`` prompts of each category, order kept."""
+    if limit is None:
+        return list(prompts)
+    if limit <= 0:
+        raise HHAlignError(f"--limit must be a positive number of prompts per category, got {limit}")
+    seen = {c: 0 for c in CATEGORIES}
+    kept = []
+    for p in prompts:
+        if seen[p.category] < limit:
+            kept.append(p)
+            seen[p.category] += 1
+    return kept

@@ -1,0 +1,129 @@
+"""PNG figures of a metrics summary: rate bars with 95% intervals, reward boxes, mean rewards, threshold sweep."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from .metrics import HARMLESS_THRESHOLD, HELPFUL_THRESHOLD
+
+PLOT_FILES = {
+    "rates": "rates.png",
+    "reward_boxes": "reward_boxes.png",
+    "mean_rewards": "mean_rewards.png",
+    "threshold_sweep": "threshold_sweep.png",
+}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _err(value: float | None, ci: Sequence[float] | None) -> list[float]:
+    if value is None or not ci:
+        return [0.0, 0.0]
+    return [max(0.0, value - ci[0]), max(0.0, ci[1] - value)]
+
+
+def plot_rates(models: Mapping[str, dict], path: Path, title: str = "") -> Path:
+    """Grouped bars of HmR, HpR and CAS per model with 95% bootstrap error bars."""
+    import numpy as np
+
+    plt = _pyplot()
+    names = list(models)
+    metrics = ("HmR", "HpR", "CAS")
+    width = 0.8 / len(metrics)
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(names) + 2), 4))
+    x = np.arange(len(names))
+    for k, metric in enumerate(metrics):
+        values = [models[n].get(metric) or 0.0 for n in names]
+        errs = np.array([_err(models[n].get(metric), models[n]["ci95"].get(metric)) for n in names]).T
+        ax.bar(x + (k - 1) * width, values, width, yerr=errs, capsize=3, label=metric)
+    ax.set_xticks(x, names)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("% of responses (95% CI)")
+    ax.set_title(title or "Harmlessness, helpfulness and combined score")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_reward_boxes(rewards: Mapping[str, Mapping[str, Sequence[float]]], path: Path) -> Path:
+    """Reward distributions per model, one panel per prompt category, with the study's thresholds."""
+    plt = _pyplot()
+    names = list(rewards)
+    fig, axes = plt.subplots(1, 2, figsize=(max(7, 2.2 * len(names) + 3), 4), sharey=True)
+    for ax, category, threshold in zip(axes, ("harmful", "helpful"), (HARMLESS_THRESHOLD, HELPFUL_THRESHOLD)):
+        data = [list(rewards[n].get(category, [])) or [float("nan")] for n in names]
+        ax.boxplot(data, tick_labels=names)
+        ax.axhline(threshold, color="tab:red", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
+        ax.set_title(f"{category} prompts")
+        ax.legend(loc="lower right", fontsize=8)
+    axes[0].set_ylabel("reward (raw logit)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_mean_rewards(models: Mapping[str, dict], path: Path) -> Path:
+    """Mean reward per model and category with 95% bootstrap error bars."""
+    import numpy as np
+
+    plt = _pyplot()
+    names = list(models)
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(names) + 2), 4))
+    for k, category in enumerate(("harmful", "helpful")):
+        values = [models[n]["mean_reward"].get(category) or 0.0 for n in names]
+        errs = np.array([_err(models[n]["mean_reward"].get(category), models[n]["ci95"].get(f"mean_reward_{category}"))
+                         for n in names]).T
+        ax.bar(x + (k - 0.5) * 0.4, values, 0.4, yerr=errs, capsize=3, label=f"{category} prompts")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(x, names)
+    ax.set_ylabel("mean reward (95% CI)")
+    ax.set_title("Mean reward per category")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_threshold_sweep(sweep: Mapping, path: Path) -> Path:
+    """Share of responses counted good as the threshold moves; dashed lines mark the study's thresholds."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    grid = sweep["thresholds"]
+    for ax, category, threshold in zip(axes, ("harmful", "helpful"), (HARMLESS_THRESHOLD, HELPFUL_THRESHOLD)):
+        for model, by_cat in sweep["models"].items():
+            if category in by_cat:
+                ax.plot(grid, by_cat[category], label=model)
+        ax.axvline(threshold, color="gray", linestyle="--", linewidth=1)
+        ax.set_title("HmR (harmful prompts)" if category == "harmful" else "HpR (helpful prompts)")
+        ax.set_xlabel("reward threshold")
+    axes[0].set_ylabel("% counted harmless / helpful")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_plots(summary: Mapping, rewards: Mapping[str, Mapping[str, Sequence[float]]], out_dir: Path,
+                title: str = "") -> dict[str, Path]:
+    """All figures into ``out_dir``; returns their paths by kind."""
+    out_dir = Path(out_dir)
+    return {
+        "rates": plot_rates(summary["models"], out_dir / PLOT_FILES["rates"], title),
+        "reward_boxes": plot_reward_boxes(rewards, out_dir / PLOT_FILES["reward_boxes"]),
+        "mean_rewards": plot_mean_rewards(summary["models"], out_dir / PLOT_FILES["mean_rewards"]),
+        "threshold_sweep": plot_threshold_sweep(summary["threshold_sweep"], out_dir / PLOT_FILES["threshold_sweep"]),
+    }
