@@ -19,9 +19,9 @@ from . import data as hdata
 from .errors import HHAlignError
 from .metrics import DEFAULT_BOOTSTRAP, HARMLESS_THRESHOLD, HELPFUL_THRESHOLD, Thresholds, label, summarize
 from .models import DEFAULT_REWARD_MODEL, ModelRef, parse_model_refs
+from .registry import published_models
 from .records import JsonlWriter, load_records, read_jsonl, write_json, write_jsonl
 
-DEFAULT_MODELS = ["base=facebook/opt-350m"]
 PACKAGES = ("hhalign", "torch", "transformers", "tokenizers", "peft", "trl", "datasets", "huggingface_hub",
             "accelerate", "numpy", "matplotlib")
 FILES = {
@@ -38,9 +38,10 @@ FILES = {
 class EvalConfig:
     """Options of ``batch/eval.py``; every field is a CLI flag (``--field_name`` or ``--field-name``)."""
 
-    models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS), metadata={
+    models: list[str] = field(default_factory=published_models, metadata={
         "help": "Models to evaluate: Hub ids (id@revision), local folders or PEFT adapters, optionally named "
-                "name=ref, e.g. base=facebook/opt-350m sft=org/opt-350m-hh-sft."})
+                "name=ref, e.g. base=facebook/opt-350m sft=org/opt-350m-hh-sft. Default: the published models of "
+                "the registry (models.md)."})
     reward_model: str = field(default=DEFAULT_REWARD_MODEL, metadata={
         "help": "Reward model (one-logit sequence classifier) scoring (prompt, response) pairs."})
     dataset: str = field(default=hdata.DEFAULT_DATASET, metadata={

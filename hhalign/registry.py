@@ -1,0 +1,122 @@
+"""The one registry of the project's models: the evaluator's defaults, the Space's selector and models.md.
+
+The registry lives in ``hhalign/assets/registry.json`` (shipped with the package, so a Space that uploads
+``hhalign/`` has it). ``models.md`` is rendered from it; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from .errors import HHAlignError
+
+REGISTRY_PATH = Path(__file__).parent / "assets" / "registry.json"
+ROLES = ("base", "sft", "dpo", "sft_dpo")
+
+
+@dataclass
+class RegistryEntry:
+    """A model the project publishes or compares against; ``ref`` is None until the checkpoint is pushed."""
+
+    name: str
+    role: str
+    ref: Optional[str] = None
+    recipe: Optional[str] = None
+    command: Optional[str] = None
+    description: str = ""
+    metrics: Optional[dict] = None  # {"HmR": .., "HpR": .., "CAS": .., "ci95": {...}, "protocol": .., "source": ..}
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def published(self) -> bool:
+        return bool(self.ref)
+
+    def model_arg(self) -> str:
+        """``name=ref`` as ``--models`` takes it."""
+        if not self.ref:
+            raise HHAlignError(f"model {self.name!r} has no published checkpoint yet: train and push it first "
+                               "(training/pipeline.py) or pass --models name=path")
+        return f"{self.name}={self.ref}"
+
+
+def load_registry(path: str | Path = REGISTRY_PATH) -> list[RegistryEntry]:
+    """Entries in file order."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise HHAlignError(f"model registry {str(path)!r} cannot be read ({exc}); restore it from git") from None
+    entries = [RegistryEntry(**item) for item in raw["models"]]
+    names = [e.name for e in entries]
+    if len(set(names)) != len(names):
+        raise HHAlignError(f"model registry {str(path)!r} repeats a name: names must be unique")
+    return entries
+
+
+def save_registry(entries: list[RegistryEntry], path: str | Path = REGISTRY_PATH) -> None:
+    Path(path).write_text(json.dumps({"models": [asdict(e) for e in entries]}, indent=2) + "\n", encoding="utf-8")
+
+
+def published_models(path: str | Path = REGISTRY_PATH) -> list[str]:
+    """``name=ref`` of every published registry model, for the evaluator's default ``--models``."""
+    return [e.model_arg() for e in load_registry(path) if e.published]
+
+
+def update_entry(name: str, path: str | Path = REGISTRY_PATH, **changes: object) -> RegistryEntry:
+    """Change fields of one entry and save; returns the new entry."""
+    entries = load_registry(path)
+    for entry in entries:
+        if entry.name == name:
+            for key, value in changes.items():
+                if not hasattr(entry, key):
+                    raise HHAlignError(f"registry entries have no field {key!r}")
+                setattr(entry, key, value)
+            save_registry(entries, path)
+            return entry
+    raise HHAlignError(f"model {name!r} is not in the registry ({', '.join(e.name for e in entries)})")
+
+
+def _metric(entry: RegistryEntry, key: str) -> str:
+    if not entry.metrics or entry.metrics.get(key) is None:
+        return "not measured"
+    ci = (entry.metrics.get("ci95") or {}).get(key)
+    return f"{entry.metrics[key]:.1f} [{ci[0]:.1f}, {ci[1]:.1f}]" if ci else f"{entry.metrics[key]:.1f}"
+
+
+def render_models_md(entries: list[RegistryEntry]) -> str:
+    """models.md: one row per registry model, with its Hub id only once it is really published."""
+    lines = [
+        "# Models",
+        "",
+        "Generated from `hhalign/assets/registry.json` by `python -m hhalign.registry`; edit the registry, not this "
+        "file. A model has a Hub id only after `training/pipeline.py --push_to_hub` published it; metrics are those "
+        "the evaluator measured for that checkpoint (95% bootstrap intervals in brackets).",
+        "",
+        "| name | role | Hub id | recipe | command | HmR % | HpR % | CAS % | measured with |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in entries:
+        hub = f"[`{e.ref}`](https://huggingface.co/{e.ref})" if e.ref and "/" in e.ref else (e.ref or "not published")
+        how = (e.metrics or {}).get("protocol", "") if e.metrics else ""
+        lines.append(
+            f"| {e.name} | {e.role} | {hub} | {f'`{e.recipe}`' if e.recipe else '-'} | "
+            f"{f'`{e.command}`' if e.command else '-'} | {_metric(e, 'HmR')} | {_metric(e, 'HpR')} | "
+            f"{_metric(e, 'CAS')} | {how or '-'} |"
+        )
+    lines += ["", "Descriptions:", ""] + [f"- **{e.name}**: {e.description}" for e in entries if e.description]
+    return "\n".join(lines) + "\n"
+
+
+def write_models_md(path: str | Path, registry_path: str | Path = REGISTRY_PATH) -> Path:
+    path = Path(path)
+    path.write_text(render_models_md(load_registry(registry_path)), encoding="utf-8")
+    return path
+
+
+if __name__ == "__main__":
+    import sys
+
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "models.md"
+    print(write_models_md(target))
