@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny models built once per session, the local HH-RLHF copy, the study's published ratings."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# Nothing may reach the Hub from tests: set before huggingface_hub is imported anywhere.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+HH_PATH = SHARED / "data" / "hh-rlhf"
+STUDY_RESPONSES = SHARED / "reference" / "pant2025" / "responses"
+sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """``TinyModels`` with ``.policy`` (tiny OPT) and ``.reward`` (tiny DeBERTa-v2 reward model) folders."""
+    from hhalign.tiny import build_tiny
+
+    return build_tiny(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter(tiny_models, tmp_path_factory):
+    """A PEFT LoRA adapter folder on the tiny policy, with non-zero weights so it changes outputs."""
+    from hhalign.tiny import build_tiny_adapter
+
+    return build_tiny_adapter(tiny_models.policy, tmp_path_factory.mktemp("adapter") / "lora")
+
+
+@pytest.fixture(scope="session")
+def hh_path() -> Path:
+    if not HH_PATH.is_dir():
+        pytest.skip(f"local HH-RLHF copy not found at {HH_PATH}")
+    return HH_PATH
+
+
+@pytest.fixture(scope="session")
+def study_responses() -> Path:
+    if not STUDY_RESPONSES.is_dir():
+        pytest.skip(f"the study's published ratings not found at {STUDY_RESPONSES}")
+    return STUDY_RESPONSES
