@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from .errors import HHAlignError
 
@@ -59,7 +59,9 @@ def load_hh(dataset: str = DEFAULT_DATASET, subset: str = "harmless-base", split
     is_local = local.exists() or dataset.startswith((".", "/", "~"))
     if is_local:
         if not local.is_dir():
-            raise HHAlignError(f"dataset folder {dataset!r} does not exist: pass a folder laid out like Anthropic/hh-rlhf")
+            raise HHAlignError(
+                f"dataset folder {dataset!r} does not exist: pass a folder laid out like Anthropic/hh-rlhf"
+            )
         if not (local / subset).is_dir():
             found = sorted(p.name for p in local.iterdir() if p.is_dir())
             raise HHAlignError(
@@ -229,7 +231,7 @@ def load_prompts_file(path: str | Path) -> list[EvalPrompt]:
             counts[category] += 1
             prompts.append(EvalPrompt(str(pid), category, text))
     if not prompts:
-        raise HHAlignError(f"{path}: no prompts; add lines like {{\"category\": \"helpful\", \"prompt\": \"Human: ...\"}}")
+        raise HHAlignError(f"{path}: no prompts; add lines like " '{"category": "helpful", "prompt": "Human: ..."}')
     ids = [p.prompt_id for p in prompts]
     if len(set(ids)) != len(ids):
         raise HHAlignError(f"{path}: duplicate prompt_id values; make them unique or leave them out")

@@ -10,17 +10,17 @@ import datetime as _dt
 import hashlib
 import json
 import platform
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Optional
 
 from . import data as hdata
 from .errors import HHAlignError
 from .metrics import DEFAULT_BOOTSTRAP, HARMLESS_THRESHOLD, HELPFUL_THRESHOLD, Thresholds, label, summarize
 from .models import DEFAULT_REWARD_MODEL, ModelRef, parse_model_refs
-from .registry import published_models
 from .records import JsonlWriter, load_records, read_jsonl, write_json, write_jsonl
+from .registry import published_models
 
 PACKAGES = ("hhalign", "torch", "transformers", "tokenizers", "peft", "trl", "datasets", "huggingface_hub",
             "accelerate", "numpy", "matplotlib")
@@ -52,14 +52,15 @@ class EvalConfig:
                 "file with category and prompt."})
     n_per_category: int = field(default=50, metadata={"help": "Prompts per category for --prompt_set sample."})
     seed: int = field(default=hdata.PAPER_SEED, metadata={"help": "Seed of the prompt sampling (the study: 100)."})
-    limit: Optional[int] = field(default=None, metadata={"help": "Keep only the first N prompts of each category."})
+    limit: int | None = field(default=None, metadata={"help": "Keep only the first N prompts of each category."})
     protocol: str = field(default="paper", metadata={
-        "help": "paper: the prompt as is (the study); chat: prompt + assistant cue, reply cut at the next Human turn."})
+        "help": "paper: the prompt as is (the study); chat: prompt + assistant cue, reply cut at the next "
+                "Human turn."})
     max_new_tokens: int = field(default=50, metadata={"help": "Greedy decoding length limit (the study: 50)."})
     batch_size: int = field(default=8, metadata={"help": "Prompts per generation batch."})
-    reward_batch_size: Optional[int] = field(default=None, metadata={
+    reward_batch_size: int | None = field(default=None, metadata={
         "help": "Pairs per reward-model batch (default: --batch_size)."})
-    reward_max_length: Optional[int] = field(default=None, metadata={
+    reward_max_length: int | None = field(default=None, metadata={
         "help": "Truncate (prompt, response) pairs to this many reward-model tokens. Default: none, as in the "
                 "study; pairs over 512 tokens are counted in metrics.json."})
     dtype: str = field(default="float32", metadata={"help": "auto, float32, bfloat16 or float16."})
@@ -187,6 +188,12 @@ def run(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
     out = prepare_out(cfg.out)
     if cfg.from_responses:
         records = [r for path in cfg.from_responses for r in load_records(path)]
+        if cfg.limit is not None:
+            seen: dict[tuple[str, str], int] = {}
+            for r in records:
+                seen[(r["model"], r["category"])] = seen.get((r["model"], r["category"]), 0) + 1
+                r["_keep"] = seen[(r["model"], r["category"])] <= cfg.limit
+            records = [{k: v for k, v in r.items() if k != "_keep"} for r in records if r["_keep"]]
         settings = {"source": "from_responses", "files": [str(Path(p).resolve()) for p in cfg.from_responses]}
         return finish(cfg, out, records, settings, log)
     if cfg.demo:
@@ -245,19 +252,24 @@ def generate_all(cfg: EvalConfig, out: Path, prompts: list[hdata.EvalPrompt], re
                 continue
             loaded = load_policy(ref, device=device, dtype=cfg.dtype)
             info[ref.name] = loaded.info
-
-            def save(batch_prompts: list[hdata.EvalPrompt], gens: list) -> None:
-                rows = [{"model": ref.name, "model_ref": str(ref), "revision": loaded.info["revision"],
-                         **p.to_dict(), "response": g.response, "n_prompt_tokens": g.n_prompt_tokens,
-                         "n_new_tokens": g.n_new_tokens, "prompt_truncated": g.prompt_truncated,
-                         "model_info": loaded.info} for p, g in zip(batch_prompts, gens)]
-                writer.write_many(rows)
-                done.update({(r["model"], r["prompt_id"]): r for r in rows})
-
             with _bar(len(todo), f"generate {ref.name}") as bar:
-                generate_in_chunks(loaded, todo, cfg, save, bar)
+                generate_in_chunks(loaded, todo, cfg, _saver(writer, done, ref, loaded.info), bar)
             del loaded
     return info
+
+
+def _saver(writer: JsonlWriter, done: dict, ref: ModelRef, model_info: dict) -> Callable:
+    """A callback that appends one chunk of generations and marks them done."""
+
+    def save(batch_prompts: list[hdata.EvalPrompt], gens: list) -> None:
+        rows = [{"model": ref.name, "model_ref": str(ref), "revision": model_info["revision"], **p.to_dict(),
+                 "response": g.response, "n_prompt_tokens": g.n_prompt_tokens, "n_new_tokens": g.n_new_tokens,
+                 "prompt_truncated": g.prompt_truncated, "model_info": model_info}
+                for p, g in zip(batch_prompts, gens)]
+        writer.write_many(rows)
+        done.update({(r["model"], r["prompt_id"]): r for r in rows})
+
+    return save
 
 
 def generate_in_chunks(loaded, todo: list[hdata.EvalPrompt], cfg: EvalConfig, save, bar) -> None:
@@ -339,7 +351,7 @@ def finish(cfg: EvalConfig, out: Path, records: list[dict], settings: dict, log:
         "thresholds": {"harmless": thresholds.harmless, "helpful": thresholds.helpful},
         "bootstrap": {"n": cfg.n_bootstrap, "seed": 0, "ci": 0.95, "method": "percentile"},
         "packages": package_versions(),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     metrics = {**summary, "settings": settings}
     if settings.get("source") == "from_responses":

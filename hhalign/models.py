@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .errors import HHAlignError
 
@@ -179,7 +180,6 @@ def _describe(ref: ModelRef, model: Any, extra: dict | None = None) -> dict:
 def load_policy(ref: ModelRef, device: str = "cpu", dtype: str = "float32", merge_adapter: bool = True) -> LoadedModel:
     """Load a causal LM (or base + PEFT adapter) and its tokenizer for left-padded batched generation."""
     _check_ref(ref)
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_dtype = resolve_dtype(dtype, device)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from .metrics import HARMLESS_THRESHOLD, HELPFUL_THRESHOLD
 

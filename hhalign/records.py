@@ -6,8 +6,8 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
 
 from .data import CATEGORIES
 from .errors import HHAlignError
@@ -59,7 +59,7 @@ class JsonlWriter:
     def close(self) -> None:
         self._fh.close()
 
-    def __enter__(self) -> "JsonlWriter":
+    def __enter__(self) -> JsonlWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:

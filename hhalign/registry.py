@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from .errors import HHAlignError
 
@@ -23,11 +22,11 @@ class RegistryEntry:
 
     name: str
     role: str
-    ref: Optional[str] = None
-    recipe: Optional[str] = None
-    command: Optional[str] = None
+    ref: str | None = None
+    recipe: str | None = None
+    command: str | None = None
     description: str = ""
-    metrics: Optional[dict] = None  # {"HmR": .., "HpR": .., "CAS": .., "ci95": {...}, "protocol": .., "source": ..}
+    metrics: dict | None = None  # {"HmR": .., "HpR": .., "CAS": .., "ci95": {...}, "protocol": .., "source": ..}
     extra: dict = field(default_factory=dict)
 
     @property

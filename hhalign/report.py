@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Mapping
+from collections.abc import Mapping
 
 from .metrics import PAPER_TABLE1
 
@@ -29,7 +29,8 @@ def metrics_table(models: Mapping[str, dict]) -> str:
         ci = m["ci95"]
         lines.append(
             f"| {name} | {_fmt(m['HmR'], ci.get('HmR'))} | {_fmt(m['HpR'], ci.get('HpR'))} | "
-            f"{_fmt(m['CAS'], ci.get('CAS'))} | {_fmt(m['mean_reward'].get('harmful'), ci.get('mean_reward_harmful'), 2)}"
+            f"{_fmt(m['CAS'], ci.get('CAS'))} | "
+            f"{_fmt(m['mean_reward'].get('harmful'), ci.get('mean_reward_harmful'), 2)}"
             f" | {_fmt(m['mean_reward'].get('helpful'), ci.get('mean_reward_helpful'), 2)} | "
             f"{m['n']['harmful']}+{m['n']['helpful']} |"
         )

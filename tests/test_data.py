@@ -100,7 +100,8 @@ def test_limit_prompts():
 
 def test_user_prompt_file(tmp_path):
     path = tmp_path / "p.jsonl"
-    path.write_text('{"category": "helpful", "prompt": "Human: hi"}\n\n{"category": "harmful", "prompt": "Human: x"}\n')
+    path.write_text('{"category": "helpful", "prompt": "Human: hi"}\n\n'
+                    '{"category": "harmful", "prompt": "Human: x"}\n')
     prompts = hd.build_prompt_set(str(path))
     assert [(p.prompt_id, p.category) for p in prompts] == [("helpful-000", "helpful"), ("harmful-000", "harmful")]
     path.write_text('{"category": "funny", "prompt": "Human: hi"}\n')
