@@ -1,0 +1,28 @@
+"""Publish the Space: stage app.py, the hhalign package, a results folder and requirements, then upload them.
+
+Usage:
+    # see exactly what would be uploaded (nothing leaves this machine)
+    python space/deploy.py --space-id my-org/hhalign --results results/opt350m --dry-run --staging /tmp/hhalign-space
+
+    # create or update the Space (needs `hf auth login` or HF_TOKEN with write access)
+    python space/deploy.py --space-id my-org/hhalign --results results/opt350m
+
+    # also tell the deployed app which extra checkpoints to offer
+    python space/deploy.py --space-id my-org/hhalign --space-args "--models sft=my-org/opt-350m-hh-sft"
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hhalign.cli import run_main  # noqa: E402
+from hhalign.spaces_deploy import DeployConfig, deploy  # noqa: E402
+
+
+def main(cfg: DeployConfig):
+    return deploy(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main, DeployConfig, description=__doc__))
