@@ -197,6 +197,7 @@ def run(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
         settings = {"source": "from_responses", "files": [str(Path(p).resolve()) for p in cfg.from_responses]}
         return finish(cfg, out, records, settings, log)
     if cfg.demo:
+        log("demo: tiny untrained models built offline; their scores are meaningless (this shows the pipeline only)")
         cfg = demo_setup(cfg, out)
     prompts = load_prompts(cfg)
     write_prompts(out, prompts)
@@ -371,6 +372,8 @@ def finish(cfg: EvalConfig, out: Path, records: list[dict], settings: dict, log:
     for name, m in summary["models"].items():
         log(f"{name}: HmR {_pct(m['HmR'])}  HpR {_pct(m['HpR'])}  CAS {_pct(m['CAS'])}")
     log(summary["significance_note"])
+    if settings.get("demo"):
+        log("demo: these numbers come from tiny untrained models and mean nothing; run real checkpoints for results")
     log(f"wrote {out / FILES['metrics']}, {out / FILES['responses']}, {out / FILES['report']}")
     return metrics
 
