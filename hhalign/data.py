@@ -86,7 +86,12 @@ def load_hh(dataset: str = DEFAULT_DATASET, subset: str = "harmless-base", split
     missing = {"chosen", "rejected"} - set(ds.column_names)
     if missing:
         raise HHAlignError(f"dataset {dataset!r} subset {subset!r} lacks columns {sorted(missing)}: not HH-RLHF")
-    return [{"chosen": c, "rejected": r} for c, r in zip(ds["chosen"], ds["rejected"])]
+    rows = [{"chosen": c, "rejected": r} for c, r in zip(ds["chosen"], ds["rejected"])]
+    for i, row in enumerate(rows):
+        if "Human:" not in row["chosen"] or "Assistant:" not in row["chosen"]:
+            raise HHAlignError(f"dataset {dataset!r} subset {subset!r} row {i} has no 'Human:'/'Assistant:' turns: "
+                               "rows must be HH-RLHF dialogues")
+    return rows
 
 
 def parse_turns(transcript: str) -> list[Turn]:

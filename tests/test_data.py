@@ -121,3 +121,12 @@ def test_dataset_folder_errors(tmp_path, hh_path):
         hd.load_hh(str(hh_path), "harmless-base", split="train")
     with pytest.raises(HHAlignError, match="unknown prompt set"):
         hd.build_prompt_set("nope")
+
+
+def test_rows_without_turns_are_refused(tmp_path):
+    (tmp_path / "harmless-base").mkdir()
+    (tmp_path / "harmless-base" / "test.jsonl").write_text(
+        '{"chosen": "\\n\\nHuman: hi\\n\\nAssistant: yo", "rejected": "x"}\n'
+        '{"chosen": "plain text", "rejected": "y"}\n')
+    with pytest.raises(HHAlignError, match="row 1 has no 'Human:'/'Assistant:' turns"):
+        hd.load_hh(str(tmp_path), "harmless-base")
