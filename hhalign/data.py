@@ -53,8 +53,13 @@ class EvalPrompt:
         return asdict(self)
 
 
-def load_hh(dataset: str = DEFAULT_DATASET, subset: str = "harmless-base", split: str = "test") -> list[dict]:
-    """Rows ``{"chosen", "rejected"}`` of one HH-RLHF subset, from the Hub id or a local folder of the same layout."""
+def load_hh(dataset: str = DEFAULT_DATASET, subset: str = "harmless-base", split: str = "test",
+            skip_bad_rows: bool = False) -> list[dict]:
+    """Rows ``{"chosen", "rejected"}`` of one HH-RLHF subset, from the Hub id or a local folder of the same layout.
+
+    A row without Human/Assistant turns is an error, or is dropped with ``skip_bad_rows`` (for training on the
+    full train split, where a stray malformed row should not stop a run).
+    """
     local = Path(dataset).expanduser()
     is_local = local.exists() or dataset.startswith((".", "/", "~"))
     if is_local:
@@ -87,11 +92,14 @@ def load_hh(dataset: str = DEFAULT_DATASET, subset: str = "harmless-base", split
     if missing:
         raise HHAlignError(f"dataset {dataset!r} subset {subset!r} lacks columns {sorted(missing)}: not HH-RLHF")
     rows = [{"chosen": c, "rejected": r} for c, r in zip(ds["chosen"], ds["rejected"])]
-    for i, row in enumerate(rows):
-        if "Human:" not in row["chosen"] or "Assistant:" not in row["chosen"]:
-            raise HHAlignError(f"dataset {dataset!r} subset {subset!r} row {i} has no 'Human:'/'Assistant:' turns: "
-                               "rows must be HH-RLHF dialogues")
-    return rows
+    bad = [i for i, row in enumerate(rows) if "Human:" not in row["chosen"] or "Assistant:" not in row["chosen"]]
+    if not bad:
+        return rows
+    if skip_bad_rows and len(bad) < len(rows) / 2:
+        dropped = set(bad)
+        return [row for i, row in enumerate(rows) if i not in dropped]
+    raise HHAlignError(f"dataset {dataset!r} subset {subset!r} row {bad[0]} has no 'Human:'/'Assistant:' turns "
+                       f"({len(bad)} such rows): rows must be HH-RLHF dialogues")
 
 
 def parse_turns(transcript: str) -> list[Turn]:
