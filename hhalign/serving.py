@@ -538,11 +538,15 @@ class ChatService:
             self.pool.ensure(name)
         self.pool.reward()
 
+    def _options(self, options: DecodeOptions | None) -> DecodeOptions:
+        return (options or DecodeOptions(self.limits.default_new_tokens)).checked(self.limits)
+
     def chat(self, history: Sequence[tuple[str, str]], message: str, model: str,
-             options: DecodeOptions = DecodeOptions()) -> Iterator[ChatUpdate]:
-        message = check_message(message, self.limits)
-        options = options.checked(self.limits)
+             options: DecodeOptions | None = None) -> Iterator[ChatUpdate]:
+        """Stream the reply of ``model`` to ``message`` after ``history`` ((user, reply) pairs); the last is scored."""
         self.pool.entry(model)
+        message = check_message(message, self.limits)
+        options = self._options(options)
         prompt = conversation_prompt(history, message, self.limits.max_turns)
         final: Reply | None = None
         with self.pool.use(model) as (lm, tok):
@@ -556,14 +560,14 @@ class ChatService:
             scored = score_reply(reward, prompt, final.text, self.thresholds)
         yield ChatUpdate(model, prompt, final.text, True, scored, final.n_new_tokens, final.prompt_truncated)
 
-    def compare(self, message: str, options: DecodeOptions = DecodeOptions(),
+    def compare(self, message: str, options: DecodeOptions | None = None,
                 models: Sequence[str] | None = None) -> Iterator[list[ChatUpdate]]:
         """Every model's reply to one single-turn prompt, in catalog order.
 
         Yields the finished replies followed by the one being streamed; the last list holds every model, scored.
         """
         message = check_message(message, self.limits)
-        options = options.checked(self.limits)
+        options = self._options(options)
         names = list(models or self.pool.names())
         for name in names:
             self.pool.entry(name)

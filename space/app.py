@@ -184,8 +184,8 @@ def chat_tab(backend: Backend, examples: dict[str, list[str]]) -> None:
     with gr.Row():
         model = gr.Dropdown(names, value=names[0], label="Model", scale=1)
         model_info = gr.Markdown(describe[names[0]])
-    chatbot = gr.Chatbot(label="Conversation", height=380, feedback_options=None,
-                         placeholder="Ask anything; each reply gets a reward score.")
+    chatbot = gr.Chatbot(label="Conversation", height=380, feedback_options=None, buttons=["copy", "copy_all"],
+                         placeholder="Ask anything; each reply gets a reward score.", elem_id="chatbot")
     with gr.Row():
         msg = gr.Textbox(show_label=False, placeholder="Type a message and press Enter", scale=5,
                          elem_id="chat-input")
@@ -209,6 +209,8 @@ def chat_tab(backend: Backend, examples: dict[str, list[str]]) -> None:
     msg.submit(api_name="chat", **io)
     send.click(api_visibility="private", **io)
     clear.click(lambda: ([], [], "", {}), outputs=[chatbot, conversation, score_md, details], api_name="clear")
+    # The chatbot's own trash button empties the display; the model's memory of the conversation must follow.
+    chatbot.clear(lambda: ([], "", {}), outputs=[conversation, score_md, details], api_visibility="private")
     model.change(lambda m: describe.get(m, ""), inputs=model, outputs=model_info, api_visibility="private")
 
 

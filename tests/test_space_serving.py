@@ -1,0 +1,146 @@
+"""hhalign.serving: the catalog, the memory-bounded pool with shared adapter bases, the chat protocol, input caps."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from hhalign.errors import HHAlignError
+from hhalign.serving import (
+    ChatService,
+    DecodeOptions,
+    Limits,
+    ModelPool,
+    add_models,
+    best_index,
+    check_message,
+    conversation_prompt,
+    normalize_content,
+    registry_catalog,
+    stream_reply,
+    visible_text,
+)
+
+
+@pytest.fixture(scope="module")
+def catalog(tiny_models, tiny_adapter):
+    return add_models([], [f"tiny={tiny_models.policy}", f"tiny_lora={tiny_adapter}"])
+
+
+@pytest.fixture(scope="module")
+def service(catalog, tiny_models):
+    return ChatService(ModelPool(catalog, str(tiny_models.reward), device="cpu", dtype="float32", budget_gb=1),
+                       Limits(max_input_chars=200, max_new_tokens=24, default_new_tokens=8))
+
+
+def test_conversation_is_an_hh_transcript_and_keeps_the_last_turns():
+    history = [("hi", "hello"), ("how are you?", "fine")]
+    assert conversation_prompt(history, "bye") == (
+        "Human: hi\n\nAssistant: hello\n\nHuman: how are you?\n\nAssistant: fine\n\nHuman: bye")
+    assert conversation_prompt(history, "bye", max_turns=2) == "Human: how are you?\n\nAssistant: fine\n\nHuman: bye"
+    assert conversation_prompt([], "q") == "Human: q"
+
+
+def test_visible_text_cuts_at_the_next_human_turn_and_holds_back_a_half_marker():
+    assert visible_text(" Sure, boil it.\n\nHuman: thanks") == "Sure, boil it."
+    assert visible_text(" Sure.\n\nHum") == "Sure."
+    assert visible_text(" Sure.\n") == "Sure."
+    assert visible_text(" Human beings are fine") == "Human beings are fine"
+
+
+def test_message_caps_and_content_forms():
+    limits = Limits(max_input_chars=10)
+    assert normalize_content([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]) == "ab"
+    assert check_message("  hi  ", limits) == "hi"
+    with pytest.raises(HHAlignError, match="empty"):
+        check_message(" ", limits)
+    with pytest.raises(HHAlignError, match="11 characters long; the limit is 10"):
+        check_message("x" * 11, limits)
+    with pytest.raises(HHAlignError, match="between 1 and 256"):
+        DecodeOptions(max_new_tokens=1000).checked(Limits())
+    with pytest.raises(HHAlignError, match="temperature"):
+        DecodeOptions(greedy=False, temperature=0).checked(Limits())
+
+
+def test_catalog_offers_only_published_registry_models_and_validated_extras(tmp_path):
+    from hhalign.registry import load_registry
+
+    published = [e.name for e in load_registry() if e.published]
+    assert [e.name for e in registry_catalog()] == published
+    with pytest.raises(HHAlignError, match="does not exist"):
+        registry_catalog([f"mine={tmp_path / 'missing'}"])
+    with pytest.raises(HHAlignError, match="already taken"):
+        registry_catalog([f"{published[0]}=org/other"])
+    with pytest.raises(HHAlignError, match="no model to serve"):
+        add_models([], [])
+
+
+def test_chat_follows_the_evaluators_chat_protocol(service, tiny_models):
+    """Greedy streamed reply == the evaluator's batched generate() under protocol "chat"; then it is scored."""
+    from hhalign.generation import generate
+    from hhalign.models import load_policy, parse_model_ref
+    from hhalign.reward import score
+
+    updates = list(service.chat([], "How long should I boil an egg?", "tiny", DecodeOptions(12)))
+    final = updates[-1]
+    assert final.done and all(not u.done for u in updates[:-1])
+    loaded = load_policy(parse_model_ref(str(tiny_models.policy)))
+    (expected,) = generate(loaded.model, loaded.tokenizer, ["Human: How long should I boil an egg?"], "chat", 12)
+    assert final.reply == expected.response
+    assert final.prompt == "Human: How long should I boil an egg?"
+    reward = service.pool.reward()
+    (s,) = score(reward.model, reward.tokenizer, [final.prompt], [final.reply])
+    assert final.scored.reward == pytest.approx(s.reward, abs=1e-5)
+    assert final.scored.harmless_label == ("harmless" if s.reward >= -3 else "harmful")
+    assert final.scored.helpful_label == ("helpful" if s.reward > -2 else "unhelpful")
+
+
+def test_adapter_shares_its_base_and_the_base_is_unchanged(service):
+    pool = service.pool
+    before = list(service.chat([], "Tell me a joke", "tiny", DecodeOptions(10)))[-1].reply
+    with_adapter = list(service.chat([], "Tell me a joke", "tiny_lora", DecodeOptions(10)))[-1].reply
+    after = list(service.chat([], "Tell me a joke", "tiny", DecodeOptions(10)))[-1].reply
+    assert before == after, "attaching an adapter must not change the base model's replies"
+    assert with_adapter != before, "the adapter must be active for its own name"
+    stats = pool.stats()
+    assert len(stats["loaded"]) == 1 and sorted(next(iter(stats["loaded"].values()))) == ["tiny", "tiny_lora"]
+
+
+def test_compare_streams_then_scores_every_model(service):
+    steps = list(service.compare("What is a credit score?", DecodeOptions(6)))
+    final = steps[-1]
+    assert [u.model for u in final] == ["tiny", "tiny_lora"] and all(u.done and u.scored for u in final)
+    best = best_index(final)
+    assert final[best].scored.reward == max(u.scored.reward for u in final)
+
+
+def test_unknown_model_and_stopped_stream_release_the_model(service):
+    with pytest.raises(HHAlignError, match="not offered here"):
+        list(service.chat([], "hi", "gpt-5"))
+    with service.pool.use("tiny") as (model, tok):
+        stream = stream_reply(model, tok, "Human: hi", DecodeOptions(24), service.limits)
+        next(stream)
+        stream.close()  # a visitor who leaves mid-reply: generation stops and the lock is released
+    assert list(service.chat([], "hi", "tiny", DecodeOptions(4)))[-1].done
+
+
+def test_pool_evicts_least_recently_used_within_budget(tiny_models, tmp_path):
+    from hhalign.serving import estimate_bytes, parse_model_ref
+
+    second = tmp_path / "policy2"
+    shutil.copytree(tiny_models.policy, second)
+    size = estimate_bytes(parse_model_ref(str(second)))
+    budget_gb = 1.5 * size / 1024**3  # room for one policy, not two
+    catalog = add_models([], [f"a={tiny_models.policy}", f"b={second}"])
+    pool = ModelPool(catalog, str(tiny_models.reward), device="cpu", dtype="float32", budget_gb=budget_gb)
+    pool.ensure("a")
+    assert pool.is_loaded("a")
+    pool.ensure("b")
+    assert pool.is_loaded("b") and not pool.is_loaded("a")
+    with pool.use("a") as (model, _):
+        assert model is not None
+    assert pool.is_loaded("a") and not pool.is_loaded("b")
+    tight = ModelPool(catalog, str(tiny_models.reward), device="cpu", budget_gb=size / 2 / 1024**3)
+    with pytest.raises(HHAlignError, match="memory budget"):
+        tight.ensure("a")
