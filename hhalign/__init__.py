@@ -20,6 +20,8 @@ from .data import (
     preference_pairs,
 )
 from .errors import HHAlignError
+from .evaluate import EvalConfig
+from .evaluate import run as run_eval
 from .generation import Generation, generate, model_input, postprocess
 from .metrics import (
     HARMLESS_THRESHOLD,
@@ -36,15 +38,19 @@ from .metrics import (
 )
 from .models import DEFAULT_REWARD_MODEL, LoadedModel, ModelRef, load_policy, load_reward_model, parse_model_ref
 from .records import load_records, read_jsonl
+from .registry import RegistryEntry, load_registry, published_models
 from .reward import Score, score
+from .tiny import TinyModels, build_tiny, build_tiny_adapter
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CATEGORIES", "DEFAULT_DATASET", "DEFAULT_REWARD_MODEL", "EvalPrompt", "Generation", "HARMLESS_THRESHOLD",
-    "HELPFUL_THRESHOLD", "HHAlignError", "LoadedModel", "ModelRef", "PAPER_TABLE1", "PreferencePair", "Score",
-    "Thresholds", "Turn", "build_prompt_set", "compare_models", "generate", "label", "limit_prompts", "load_hh",
-    "load_policy", "load_prompts_file", "load_records", "load_reward_model", "mcnemar_exact", "model_input",
-    "model_metrics", "paired_bootstrap", "paper_prompt", "paper_prompts", "parse_model_ref", "parse_turns",
-    "postprocess", "preference_pair", "preference_pairs", "read_jsonl", "score", "summarize", "threshold_sweep",
+    "build_prompt_set", "build_tiny", "build_tiny_adapter", "CATEGORIES", "compare_models", "DEFAULT_DATASET",
+    "DEFAULT_REWARD_MODEL", "EvalConfig", "EvalPrompt", "generate", "Generation", "HARMLESS_THRESHOLD",
+    "HELPFUL_THRESHOLD", "HHAlignError", "label", "limit_prompts", "load_hh", "load_policy", "load_prompts_file",
+    "load_records", "load_registry", "load_reward_model", "LoadedModel", "mcnemar_exact", "model_input",
+    "model_metrics", "ModelRef", "paired_bootstrap", "paper_prompt", "paper_prompts", "PAPER_TABLE1",
+    "parse_model_ref", "parse_turns", "postprocess", "preference_pair", "preference_pairs", "PreferencePair",
+    "published_models", "read_jsonl", "RegistryEntry", "run_eval", "score", "Score", "summarize",
+    "threshold_sweep", "Thresholds", "TinyModels", "Turn",
 ]

@@ -1,0 +1,33 @@
+"""The package as users meet it: a light import, the public API, models.md in step with the registry."""
+
+import subprocess
+import sys
+
+import hhalign
+from conftest import ROOT
+from hhalign.registry import load_registry, render_models_md
+
+
+def test_import_is_light():
+    code = ("import sys, hhalign; heavy = [m for m in ('torch', 'transformers', 'trl', 'peft', 'gradio', 'datasets') "
+            "if m in sys.modules]; print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_public_api_is_exported():
+    for name in hhalign.__all__:
+        assert getattr(hhalign, name) is not None, name
+
+
+def test_models_md_is_rendered_from_the_registry():
+    assert (ROOT / "models.md").read_text() == render_models_md(load_registry()), (
+        "models.md is stale: run python -m hhalign.registry")
+
+
+def test_readme_opens_with_the_two_commands():
+    head = (ROOT / "README.md").read_text().split("```")[1]
+    assert "batch/eval.py --demo" in head and "pip install -r requirements.txt" in head
+    assert "python -m pytest" in head
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "python -m pytest -q" in ci and "chromium" in ci
