@@ -284,7 +284,8 @@ def load_rows(dataset: str, subsets: Sequence[str], split: str,
     rows: list[dict] = []
     counts = {}
     for subset in subsets:
-        part = load_hh(dataset, subset, split)
+        # A stray malformed row in 160k must not stop a run; rows that do not parse into a pair are counted below.
+        part = load_hh(dataset, subset, split, skip_bad_rows=True)
         counts[subset] = len(part)
         rows.extend(part)
         log(f"loaded {len(part)} rows of {dataset} {subset} {split}")
@@ -509,8 +510,8 @@ def _loss_callback(output_dir: Path, title: str) -> Any:
 # --- models -------------------------------------------------------------------------------------------------------
 
 
-def load_start_model(model_args: Any, trust_remote_code: bool = False) -> tuple[Any, Any]:
-    """The model a run starts from and its tokenizer, with one-line errors for missing or unusable models."""
+def check_start_model(model_args: Any, trust_remote_code: bool = False) -> Any:
+    """The start model's reference, after checking that it exists and holds full weights (its config only)."""
     from . import models as hmodels
 
     name = model_args.model_name_or_path
@@ -523,6 +524,20 @@ def load_start_model(model_args: Any, trust_remote_code: bool = False) -> tuple[
     if hmodels.adapter_config(ref) is not None:
         raise HHAlignError(f"--model_name_or_path {name!r} is a LoRA adapter; training starts from full weights: "
                            "push or save the merged model (--merge_adapter) and start from that")
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(ref.path, revision=ref.revision, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # noqa: BLE001 - the loaders raise many types; the user needs one line
+        raise hmodels._load_error(ref, exc) from None
+    return ref
+
+
+def load_start_model(model_args: Any, trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """The model a run starts from and its tokenizer, with one-line errors for missing or unusable models."""
+    from . import models as hmodels
+
+    ref = check_start_model(model_args, trust_remote_code)
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import get_quantization_config
 
@@ -532,7 +547,7 @@ def load_start_model(model_args: Any, trust_remote_code: bool = False) -> tuple[
             attn_implementation=model_args.attn_implementation,
             quantization_config=get_quantization_config(model_args), trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(ref.path, revision=ref.revision, trust_remote_code=trust_remote_code)
-    except Exception as exc:  # noqa: BLE001 - the loaders raise many types; the user needs one line
+    except Exception as exc:  # noqa: BLE001
         raise hmodels._load_error(ref, exc) from None
     return model, tokenizer
 
@@ -607,9 +622,11 @@ def _train(kind: str, script_args: ScriptArguments, training_args: Any, model_ar
            log: Callable[[str], None]) -> dict:
     from transformers.trainer_utils import get_last_checkpoint
 
-    # Cheap checks first: a model that does not exist must fail before minutes of data loading.
-    model, tokenizer = load_start_model(model_args, training_args.trust_remote_code)
+    # Cheap checks first: a model that does not exist must fail before minutes of data loading, and data that
+    # filter down to nothing before the weights are loaded.
+    check_start_model(model_args, training_args.trust_remote_code)
     data = build_training_data(kind, script_args, training_args.seed, log)
+    model, tokenizer = load_start_model(model_args, training_args.trust_remote_code)
     log(f"{kind}: {data.info['examples']} examples ({data.info['format']})")
     if script_args.pad_with_eos and training_args.pad_token is None:
         training_args.pad_token = tokenizer.eos_token
@@ -724,7 +741,10 @@ class PipelineConfig:
     output_dir: str = field(default="outputs/study", metadata={
         "help": "Folder of the run: sft/, dpo/, sft_dpo/ and eval/ are written inside (reused to resume)."})
     base_model: str | None = field(default=None, metadata={
-        "help": "Base model for SFT and DPO (default: model_name_or_path of the recipes)."})
+        "help": "Base model of SFT, DPO and the evaluation (default: model_name_or_path of the SFT recipe)."})
+    base_model_hub_id: str | None = field(default=None, metadata={
+        "help": "With a local --base_model and --push_to_hub: the Hub id holding the same weights, named as base "
+                "by the pushed DPO adapter."})
     dataset: str | None = field(default=None, metadata={"help": "Override the training dataset of every stage."})
     split: str | None = field(default=None, metadata={"help": "Override the training split of every stage."})
     subsets: list[str] | None = field(default=None, metadata={"help": "Override the subsets of every stage."})
@@ -819,20 +839,10 @@ def _repo_path(path: str) -> Path:
 def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> dict:
     """base -> SFT -> DPO and SFT -> SFT+DPO, then the evaluator on all four, then push and record when asked."""
     out = Path(cfg.output_dir).expanduser()
-    if cfg.demo and cfg.push_to_hub:
-        raise HHAlignError("--demo trains throwaway tiny models: it cannot be combined with --push_to_hub")
-    if cfg.push_to_hub:
-        from .hub import check_push
-
-        if not cfg.hub_model_prefix:
-            raise HHAlignError("--push_to_hub needs --hub_model_prefix org/name (repos PREFIX-sft, PREFIX-dpo, "
-                               "PREFIX-sft-dpo are created)")
-        for stage in STAGES:
-            check_push(f"{cfg.hub_model_prefix}-{HUB_SUFFIX[stage]}")
-    out.mkdir(parents=True, exist_ok=True)
-    base, demo_args, reward, prompt_set, eval_dataset = cfg.base_model, {}, cfg.reward_model, cfg.prompt_set, \
-        cfg.eval_dataset
+    reward, prompt_set, eval_dataset, demo_args = cfg.reward_model, cfg.prompt_set, cfg.eval_dataset, {}
     if cfg.demo:
+        if cfg.push_to_hub:
+            raise HHAlignError("--demo trains throwaway tiny models: it cannot be combined with --push_to_hub")
         import torch
 
         from .tiny import build_tiny
@@ -840,14 +850,18 @@ def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> dic
         # A 64-wide model gains nothing from several threads, and on a busy CPU their synchronisation makes every
         # step many times slower.
         torch.set_num_threads(1)
-
         log(f"demo: building the tiny models in {out / 'tiny'}")
         tiny = build_tiny(out / "tiny")
-        base, reward, prompt_set, eval_dataset = str(tiny.policy), str(tiny.reward), "demo", ""
-        cfg = dataclasses.replace(cfg, dataset=cfg.dataset or str(DEMO_PAIRS_PATH),
+        reward, prompt_set, eval_dataset = str(tiny.reward), "demo", ""
+        cfg = dataclasses.replace(cfg, base_model=str(tiny.policy), dataset=cfg.dataset or str(DEMO_PAIRS_PATH),
                                   max_steps=cfg.max_steps or cfg.demo_steps, eval_device="cpu",
                                   n_bootstrap=min(cfg.n_bootstrap, 1000))
         demo_args = dict(DEMO_OVERRIDES)
+    # One base for SFT, DPO and the evaluation: the option, else the SFT recipe's model.
+    base = cfg.base_model or parse_args("sft", ["--config", str(_repo_path(cfg.sft_recipe))])[2].model_name_or_path
+    if cfg.push_to_hub:
+        check_pipeline_push(cfg, base)
+    out.mkdir(parents=True, exist_ok=True)
     records = {}
     for stage in STAGES:
         argv = stage_argv(cfg, stage, out, base, demo_args)
@@ -858,25 +872,33 @@ def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> dic
             records[stage] = read_record(out / stage)
         else:
             script_args, training_args, model_args = parse_args(kind, argv)
-            if stage != "sft_dpo":
-                base = base or model_args.model_name_or_path
             records[stage] = run_training(kind, script_args, training_args, model_args, role=stage, log=log,
                                           command=format_command(f"training/{kind}.py", argv))
-        if stage == "sft" and base is None:
-            base = records[stage]["model"]["name_or_path"]
     metrics_path = None
     if cfg.evaluate:
         metrics_path = _evaluate(cfg, out, base, reward, prompt_set, eval_dataset, log)
         if cfg.demo:
             log("demo: tiny models trained for a few steps, judged by a tiny random reward model; the numbers only "
                 "show that the pipeline works end to end")
-    pushed = {}
-    if cfg.push_to_hub:
-        if metrics_path is None:
-            raise HHAlignError("--push_to_hub in the pipeline publishes evaluated checkpoints: drop --evaluate false")
-        pushed = publish_stages(cfg, out, metrics_path, base, records, log)
+    pushed = publish_stages(cfg, out, metrics_path, base, records, log) if cfg.push_to_hub else {}
     return {"output_dir": str(out), "records": records, "metrics": str(metrics_path) if metrics_path else None,
             "pushed": pushed}
+
+
+def check_pipeline_push(cfg: PipelineConfig, base: str) -> None:
+    """Everything a push at the end needs, checked before hours of training."""
+    from .hub import check_push
+
+    if not cfg.hub_model_prefix:
+        raise HHAlignError("--push_to_hub needs --hub_model_prefix org/name (repos PREFIX-sft, PREFIX-dpo and "
+                           "PREFIX-sft-dpo are created)")
+    if not cfg.evaluate:
+        raise HHAlignError("--push_to_hub publishes evaluated checkpoints: drop --evaluate false")
+    for stage in STAGES:
+        check_push(f"{cfg.hub_model_prefix}-{HUB_SUFFIX[stage]}")
+    if _resolve_ref(base) != base and not cfg.base_model_hub_id:
+        raise HHAlignError(f"the DPO adapter would name the local folder {base!r} as its base: pass "
+                           "--base_model_hub_id org/name (that model on the Hub) or a Hub id as --base_model")
 
 
 def _run_launched(launcher: str, kind: str, argv: list[str], stage: str) -> None:
@@ -913,7 +935,7 @@ def publish_stages(cfg: PipelineConfig, out: Path, metrics_path: Path, base: str
 
     pushed: dict = {}
     for stage in STAGES:  # SFT first: the SFT+DPO adapter names the pushed SFT repo as its base
-        base_hub = pushed.get("sft") if stage == "sft_dpo" else None
+        base_hub = pushed.get("sft") if stage == "sft_dpo" else cfg.base_model_hub_id if stage == "dpo" else None
         result = push_checkpoint(out / stage, f"{cfg.hub_model_prefix}-{HUB_SUFFIX[stage]}",
                                  private=cfg.hub_private_repo, merge_adapter=cfg.merge_adapter,
                                  metrics_json=metrics_path, metrics_model=stage, base_model_hub_id=base_hub, log=log)
