@@ -307,8 +307,10 @@ def results_tab(backend: Backend) -> None:
     metrics = gr.Dataframe(view.metrics.as_value(), interactive=False, wrap=True, elem_id="metrics-table",
                            label="Metrics; rows marked (study) are the published Table 1, for reference")
     with gr.Row():
-        rates = gr.Image(figs.get("rates"), label="HmR, HpR, CAS with 95% error bars", interactive=False)
-        boxes = gr.Image(figs.get("reward_boxes"), label="Reward distributions per category", interactive=False)
+        rates = gr.Image(figs.get("rates"), label="HmR, HpR, CAS with 95% error bars", interactive=False,
+                         format="png")
+        boxes = gr.Image(figs.get("reward_boxes"), label="Reward distributions per category", interactive=False,
+                         format="png")
     comparisons = gr.Dataframe(view.comparisons.as_value(), label="Significance of paired differences",
                                interactive=False, wrap=True)
     gr.Markdown("### Per-prompt browser")
