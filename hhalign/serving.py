@@ -579,10 +579,11 @@ class ChatService:
             done.append(update)
 
 
-def best_index(updates: Sequence[ChatUpdate]) -> int | None:
-    """Index of the highest-reward reply (first on ties); None if nothing is scored."""
-    scored = [(u.scored.reward, -i) for i, u in enumerate(updates) if u.scored is not None]
-    return -max(scored)[1] if scored else None
+def best_indices(updates: Sequence[ChatUpdate]) -> list[int]:
+    """Indices of the highest-reward replies (several on a tie; identical replies score the same)."""
+    scored = {i: u.scored.reward for i, u in enumerate(updates) if u.scored is not None}
+    top = max(scored.values(), default=None)
+    return [i for i, r in scored.items() if r == top]
 
 
 def gpu(fn: Callable, duration: int = 60) -> Callable:

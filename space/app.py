@@ -40,7 +40,7 @@ from hhalign.serving import (  # noqa: E402
     Backend,
     DecodeOptions,
     SpaceConfig,
-    best_index,
+    best_indices,
     build_backend,
     check_message,
     gpu,
@@ -116,7 +116,7 @@ reward is > {HELPFUL_THRESHOLD:g} (the study's thresholds).{demo_note}
 
 ## The project's model registry (models.md)
 
-{render_models_md(load_registry())}
+{render_models_md(load_registry()).removeprefix("# Models").strip()}
 
 ## Protocol
 
@@ -226,14 +226,15 @@ def compare_tab(backend: Backend, examples: dict[str, list[str]]) -> None:
     def cards(updates) -> list[str]:
         by_name = {u.model: u for u in updates}
         final = len(updates) == len(names) and all(u.done for u in updates)
-        best = best_index(updates) if final else None
+        best = {updates[i].model for i in best_indices(updates)} if final else set()
+        mark = " ★ best reward" + (" (tied)" if len(best) > 1 else "")
         out = []
         for name in names:
             u = by_name.get(name)
             if u is None:
                 out.append(f"### {name}\n\n*waiting…*")
                 continue
-            crown = " 🏆 best reward" if best is not None and updates[best].model == name else ""
+            crown = mark if name in best else ""
             score = score_note(u.scored) if u.scored else "*writing…*"
             out.append(f"### {name}{crown}\n\n{u.reply or '*(empty reply)*'}\n\n{score}")
         return out
@@ -244,8 +245,9 @@ def compare_tab(backend: Backend, examples: dict[str, list[str]]) -> None:
             text = check_message(prompt, limits)
             prepare(backend, names)
             for updates in compare_fn(text, opts):
-                best = best_index(updates) if len(updates) == len(names) and updates[-1].done else None
-                rows = [{**u.to_dict(), "best": i == best} for i, u in enumerate(updates) if u.done]
+                final = len(updates) == len(names) and updates[-1].done
+                best = best_indices(updates) if final else []
+                rows = [{**u.to_dict(), "best": i in best} for i, u in enumerate(updates) if u.done]
                 yield (*cards(updates), rows)
         except Exception as exc:  # noqa: BLE001
             raise _ui_error(exc) from None

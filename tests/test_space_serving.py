@@ -13,7 +13,7 @@ from hhalign.serving import (
     Limits,
     ModelPool,
     add_models,
-    best_index,
+    best_indices,
     check_message,
     conversation_prompt,
     normalize_content,
@@ -111,8 +111,8 @@ def test_compare_streams_then_scores_every_model(service):
     steps = list(service.compare("What is a credit score?", DecodeOptions(6)))
     final = steps[-1]
     assert [u.model for u in final] == ["tiny", "tiny_lora"] and all(u.done and u.scored for u in final)
-    best = best_index(final)
-    assert final[best].scored.reward == max(u.scored.reward for u in final)
+    best = best_indices(final)
+    assert best and all(final[i].scored.reward == max(u.scored.reward for u in final) for i in best)
 
 
 def test_unknown_model_and_stopped_stream_release_the_model(service):
