@@ -196,3 +196,11 @@ def test_browser_chat_shows_reply_and_score_and_results_table(served_cli):
         finally:
             browser.close()
     assert (ARTIFACTS / "space-results.png").stat().st_size > 10_000
+
+
+def test_options_come_from_the_command_line_and_the_space_variable(app_module, monkeypatch):
+    monkeypatch.setenv("HHALIGN_SPACE_ARGS", "--memory-budget-gb 3 --models mine=org/model")
+    monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)  # Spaces set it to 0.0.0.0; here the default applies
+    cfg = app_module.parse_config(["--demo", "--port", "7999"])
+    assert (cfg.demo, cfg.port, cfg.memory_budget_gb, cfg.models) == (True, 7999, 3.0, ["mine=org/model"])
+    assert cfg.host == "127.0.0.1" and cfg.results is None

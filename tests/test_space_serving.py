@@ -144,3 +144,8 @@ def test_pool_evicts_least_recently_used_within_budget(tiny_models, tmp_path):
     tight = ModelPool(catalog, str(tiny_models.reward), device="cpu", budget_gb=size / 2 / 1024**3)
     with pytest.raises(HHAlignError, match="memory budget"):
         tight.ensure("a")
+
+
+def test_sampling_is_available_and_capped(service):
+    update = list(service.chat([], "Name a colour", "tiny", DecodeOptions(6, greedy=False, temperature=0.9)))[-1]
+    assert update.done and update.n_new_tokens <= 6 and update.scored is not None
