@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,7 +18,13 @@ def parse_dataclass_args(config_cls: type, argv: Sequence[str] | None = None, de
     import yaml
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser(config_cls, description=description)
+    # Raw description keeps the usage docstring's command lines as written.
+    parser = HfArgumentParser(config_cls, description=description,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    for action in parser._actions:
+        if action.help:
+            # argparse treats help as a %-format string: "95% CI" would crash --help.
+            action.help = re.sub(r"%(?!\()", "%%", action.help)
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--config" in argv:
         i = argv.index("--config")

@@ -31,3 +31,17 @@ def test_readme_opens_with_the_two_commands():
     assert "python -m pytest" in head
     ci = (ROOT / ".ci" / "run").read_text()
     assert "python -m pytest -q" in ci and "chromium" in ci
+
+
+SCRIPTS = sorted(str(p.relative_to(ROOT)) for d in ("batch", "training", "space") for p in (ROOT / d).glob("*.py"))
+
+
+def test_every_script_prints_its_help():
+    # Started together: each pays the torch/transformers import once, in parallel.
+    procs = {s: subprocess.Popen([sys.executable, s, "--help"], cwd=ROOT, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for s in SCRIPTS}
+    assert "batch/eval.py" in procs and len(procs) >= 3
+    for script, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"{script}: {err[-500:]}"
+        assert "usage" in out.lower() and "python " in out, script
