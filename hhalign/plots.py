@@ -38,17 +38,17 @@ def plot_rates(models: Mapping[str, dict], path: Path, title: str = "") -> Path:
     names = list(models)
     metrics = ("HmR", "HpR", "CAS")
     width = 0.8 / len(metrics)
-    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(names) + 2), 4))
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.6 * len(names) + 2), 4))
     x = np.arange(len(names))
     for k, metric in enumerate(metrics):
         values = [models[n].get(metric) or 0.0 for n in names]
         errs = np.array([_err(models[n].get(metric), models[n]["ci95"].get(metric)) for n in names]).T
         ax.bar(x + (k - 1) * width, values, width, yerr=errs, capsize=3, label=metric)
     ax.set_xticks(x, names)
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, 105)  # room for error bars that reach 100%
     ax.set_ylabel("% of responses (95% CI)")
-    ax.set_title(title or "Harmlessness, helpfulness and combined score")
-    ax.legend()
+    ax.set_title(title or "Harmlessness, helpfulness and combined score", fontsize=10)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
