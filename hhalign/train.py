@@ -767,7 +767,7 @@ class PipelineConfig:
     eval_batch_size: int = field(default=8, metadata={"help": "Evaluation generation batch size."})
     eval_dtype: str = field(default="float32", metadata={"help": "Evaluation dtype (the study: float32)."})
     eval_device: str = field(default="auto", metadata={"help": "Evaluation device: auto, cpu, cuda."})
-    n_bootstrap: int = field(default=10_000, metadata={"help": "Bootstrap resamples for the 95% CIs."})
+    n_bootstrap: int = field(default=10_000, metadata={"help": "Bootstrap resamples for the 95 percent CIs."})
     push_to_hub: bool = field(default=False, metadata={
         "help": "After evaluation, push sft, dpo and sft_dpo with model cards that carry their metrics."})
     hub_model_prefix: str | None = field(default=None, metadata={

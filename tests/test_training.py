@@ -149,6 +149,23 @@ def test_command_line_overrides_the_recipe():
     assert training.learning_rate == 2e-5  # the rest stays the recipe's
 
 
+@pytest.mark.parametrize("script", ["sft", "dpo", "pipeline", "push"])
+def test_help_lists_the_documented_options(script, capsys):
+    from hhalign.cli import parse_dataclass_args
+    from hhalign.hub import PushConfig
+
+    with pytest.raises(SystemExit) as exc:
+        if script in htrain.KINDS:
+            _script(script).main(["--help"])
+        else:
+            parse_dataclass_args(htrain.PipelineConfig if script == "pipeline" else PushConfig, ["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    wanted = {"sft": "--sft_format", "dpo": "--drop_identical_pairs", "pipeline": "--hub_model_prefix",
+              "push": "--metrics_json"}[script]
+    assert wanted in out
+
+
 def test_accelerate_configs_parse_for_accelerate_launch():
     from accelerate.commands.config.config_args import load_config_from_file
     from accelerate.commands.launch import _validate_launch_command, launch_command_parser
