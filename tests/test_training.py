@@ -376,6 +376,14 @@ def test_demo_pipeline_rerun_skips_finished_stages(demo):
     assert sum("responses already generated" in line for line in lines) == 4
 
 
+def test_pipeline_launcher_runs_stages_as_subprocesses(demo):
+    lines: list[str] = []
+    result = htrain.run_pipeline(htrain.PipelineConfig(demo=True, output_dir=str(demo.out), launcher=PY,
+                                                       evaluate=False), log=lines.append)
+    assert sum(line.startswith("== ") for line in lines) == 3
+    assert all(result["records"][s]["status"] == "finished" for s in htrain.STAGES)
+
+
 # --- publishing ---------------------------------------------------------------------------------------------------
 
 
