@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 from collections.abc import Iterable, Sequence
@@ -97,6 +98,8 @@ def load_hh(dataset: str = DEFAULT_DATASET, subset: str = "harmless-base", split
         return rows
     if skip_bad_rows and len(bad) < len(rows) / 2:
         dropped = set(bad)
+        logging.getLogger("hhalign").warning("%s %s/%s: dropped %d rows without Human/Assistant turns", dataset,
+                                             subset, split, len(bad))
         return [row for i, row in enumerate(rows) if i not in dropped]
     raise HHAlignError(f"dataset {dataset!r} subset {subset!r} row {bad[0]} has no 'Human:'/'Assistant:' turns "
                        f"({len(bad)} such rows): rows must be HH-RLHF dialogues")

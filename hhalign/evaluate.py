@@ -78,6 +78,8 @@ class EvalConfig:
     demo: bool = field(default=False, metadata={
         "help": "Offline demo: tiny untrained models built on the spot and the project's own prompts."})
     plots: bool = field(default=True, metadata={"help": "Write PNG plots."})
+    untrained_models: bool = field(default=False, metadata={
+        "help": "Label the outputs as a demo of tiny untrained models (set by --demo and the training demo)."})
 
     @property
     def thresholds(self) -> Thresholds:
@@ -219,7 +221,7 @@ def run(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
     records.sort(key=lambda r: order[r["model"]])
     settings = {
         "source": "generated",
-        "demo": cfg.demo,
+        "demo": cfg.demo or cfg.untrained_models,
         "models": model_info,
         "reward_model": reward_info,
         "prompt_set": {"name": cfg.prompt_set, "dataset": cfg.dataset, "split": cfg.split, "seed": cfg.seed,

@@ -106,7 +106,7 @@ def _offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
-def _check_ref(ref: ModelRef) -> None:
+def check_ref(ref: ModelRef) -> None:
     if ref.is_local:
         if not Path(ref.path).is_dir():
             raise HHAlignError(f"model folder {ref.ref!r} does not exist: check the path or pass a Hub id")
@@ -133,11 +133,11 @@ def adapter_config(ref: ModelRef) -> dict | None:
         # Offline: only a cached adapter_config.json proves an adapter; otherwise let the loader report.
         return None
     except Exception as exc:  # noqa: BLE001
-        raise _load_error(ref, exc) from None
+        raise load_error(ref, exc) from None
     return json.loads(Path(path).read_text())
 
 
-def _load_error(ref: ModelRef, exc: BaseException) -> HHAlignError:
+def load_error(ref: ModelRef, exc: BaseException) -> HHAlignError:
     msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     low = str(exc).lower()
     if _offline() or "offline" in low or "couldn't connect" in low or "cannot find the requested files" in low:
@@ -179,7 +179,7 @@ def _describe(ref: ModelRef, model: Any, extra: dict | None = None) -> dict:
 
 def load_policy(ref: ModelRef, device: str = "cpu", dtype: str = "float32", merge_adapter: bool = True) -> LoadedModel:
     """Load a causal LM (or base + PEFT adapter) and its tokenizer for left-padded batched generation."""
-    _check_ref(ref)
+    check_ref(ref)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_dtype = resolve_dtype(dtype, device)
@@ -192,7 +192,7 @@ def load_policy(ref: ModelRef, device: str = "cpu", dtype: str = "float32", merg
                 raise HHAlignError(f"adapter {ref.ref!r} names no base_model_name_or_path in adapter_config.json")
             base_ref = parse_model_ref(base_id)
             try:
-                _check_ref(base_ref)
+                check_ref(base_ref)
                 base = AutoModelForCausalLM.from_pretrained(base_ref.path, revision=base_ref.revision,
                                                             dtype=torch_dtype, trust_remote_code=False)
             except HHAlignError as exc:
@@ -200,7 +200,7 @@ def load_policy(ref: ModelRef, device: str = "cpu", dtype: str = "float32", merg
                                    "fix base_model_name_or_path in adapter_config.json") from None
             except Exception as exc:  # noqa: BLE001
                 raise HHAlignError(f"base model {base_id!r} of adapter {ref.ref!r} cannot be loaded "
-                                   f"({_load_error(base_ref, exc)}); fix base_model_name_or_path") from None
+                                   f"({load_error(base_ref, exc)}); fix base_model_name_or_path") from None
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(base, ref.path, revision=ref.revision)
@@ -209,8 +209,8 @@ def load_policy(ref: ModelRef, device: str = "cpu", dtype: str = "float32", merg
                 model = model.merge_and_unload()
             extra.update(base_model=base_id, base_revision=_describe(base_ref, base)["revision"],
                          merged=merge_adapter)
-            tok_source = ref.path if _has_tokenizer(ref) else base_ref.path
-            tok_revision = ref.revision if _has_tokenizer(ref) else base_ref.revision
+            tok_source = ref.path if has_tokenizer(ref) else base_ref.path
+            tok_revision = ref.revision if has_tokenizer(ref) else base_ref.revision
         else:
             model = AutoModelForCausalLM.from_pretrained(ref.path, revision=ref.revision, dtype=torch_dtype,
                                                          trust_remote_code=False)
@@ -219,7 +219,7 @@ def load_policy(ref: ModelRef, device: str = "cpu", dtype: str = "float32", merg
     except HHAlignError:
         raise
     except Exception as exc:  # noqa: BLE001
-        raise _load_error(ref, exc) from None
+        raise load_error(ref, exc) from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
@@ -228,7 +228,7 @@ def load_policy(ref: ModelRef, device: str = "cpu", dtype: str = "float32", merg
     return LoadedModel(model, tokenizer, _describe(ref, model, extra))
 
 
-def _has_tokenizer(ref: ModelRef) -> bool:
+def has_tokenizer(ref: ModelRef) -> bool:
     if ref.is_local:
         return any((Path(ref.path) / f).exists() for f in ("tokenizer.json", "tokenizer_config.json"))
     from huggingface_hub import hf_hub_download
@@ -244,7 +244,7 @@ def load_reward_model(ref: ModelRef | str = DEFAULT_REWARD_MODEL, device: str = 
                       dtype: str = "float32") -> LoadedModel:
     """Load a one-logit sequence classifier (the reward model) and its tokenizer."""
     ref = parse_model_ref(ref) if isinstance(ref, str) else ref
-    _check_ref(ref)
+    check_ref(ref)
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     torch_dtype = resolve_dtype(dtype, device)
@@ -253,7 +253,7 @@ def load_reward_model(ref: ModelRef | str = DEFAULT_REWARD_MODEL, device: str = 
                                                                    trust_remote_code=False)
         tokenizer = AutoTokenizer.from_pretrained(ref.path, revision=ref.revision, trust_remote_code=False)
     except Exception as exc:  # noqa: BLE001
-        raise _load_error(ref, exc) from None
+        raise load_error(ref, exc) from None
     if model.config.num_labels != 1:
         raise HHAlignError(f"reward model {ref.ref!r} has {model.config.num_labels} labels; it must output one "
                            "score (e.g. OpenAssistant/reward-model-deberta-v3-large-v2)")

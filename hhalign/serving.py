@@ -73,9 +73,9 @@ class CatalogEntry:
 
 def validate_ref(ref: ModelRef) -> ModelRef:
     """The loader's own checks (existing folder with a config, or a well-formed Hub id), before anything loads."""
-    from .models import _check_ref
+    from .models import check_ref
 
-    _check_ref(ref)
+    check_ref(ref)
     return ref
 
 
@@ -262,7 +262,7 @@ class ModelPool:
     def _attach(self, group: _Group, name: str, ref: ModelRef) -> None:
         from peft import PeftModel
 
-        from .models import _has_tokenizer, _load_error
+        from .models import has_tokenizer, load_error
 
         with group.lock:
             try:
@@ -272,9 +272,9 @@ class ModelPool:
                 elif name not in group.peft.peft_config:
                     group.peft.load_adapter(ref.path, adapter_name=name, revision=ref.revision, is_trainable=False)
             except Exception as exc:  # noqa: BLE001
-                raise _load_error(ref, exc) from None
+                raise load_error(ref, exc) from None
             group.peft.to(self.device).eval()
-            group.tokenizers[name] = self._tokenizer(ref) if _has_tokenizer(ref) else group.base.tokenizer
+            group.tokenizers[name] = self._tokenizer(ref) if has_tokenizer(ref) else group.base.tokenizer
             group.nbytes = model_bytes(group.peft)
 
     @staticmethod

@@ -520,7 +520,7 @@ def check_start_model(model_args: Any, trust_remote_code: bool = False) -> Any:
     ref = hmodels.parse_model_ref(name)
     if model_args.model_revision and model_args.model_revision != "main":
         ref = hmodels.ModelRef(ref.name, ref.ref, model_args.model_revision)
-    hmodels._check_ref(ref)
+    hmodels.check_ref(ref)
     if hmodels.adapter_config(ref) is not None:
         raise HHAlignError(f"--model_name_or_path {name!r} is a LoRA adapter; training starts from full weights: "
                            "push or save the merged model (--merge_adapter) and start from that")
@@ -529,7 +529,7 @@ def check_start_model(model_args: Any, trust_remote_code: bool = False) -> Any:
     try:
         AutoConfig.from_pretrained(ref.path, revision=ref.revision, trust_remote_code=trust_remote_code)
     except Exception as exc:  # noqa: BLE001 - the loaders raise many types; the user needs one line
-        raise hmodels._load_error(ref, exc) from None
+        raise hmodels.load_error(ref, exc) from None
     return ref
 
 
@@ -548,7 +548,7 @@ def load_start_model(model_args: Any, trust_remote_code: bool = False) -> tuple[
             quantization_config=get_quantization_config(model_args), trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(ref.path, revision=ref.revision, trust_remote_code=trust_remote_code)
     except Exception as exc:  # noqa: BLE001
-        raise hmodels._load_error(ref, exc) from None
+        raise hmodels.load_error(ref, exc) from None
     return model, tokenizer
 
 
@@ -922,7 +922,7 @@ def _evaluate(cfg: PipelineConfig, out: Path, base: str, reward: str, prompt_set
     eval_cfg = EvalConfig(models=eval_models(out, base), reward_model=reward, dataset=eval_dataset,
                           split=cfg.eval_split, prompt_set=prompt_set, limit=cfg.eval_limit, protocol=cfg.protocol,
                           batch_size=cfg.eval_batch_size, dtype=cfg.eval_dtype, device=cfg.eval_device,
-                          n_bootstrap=cfg.n_bootstrap, out=str(out / "eval"))
+                          n_bootstrap=cfg.n_bootstrap, out=str(out / "eval"), untrained_models=cfg.demo)
     log(f"== eval: python batch/eval.py --models {' '.join(eval_cfg.models)} --out {eval_cfg.out}")
     run(eval_cfg, log=log)
     return out / "eval" / FILES["metrics"]
