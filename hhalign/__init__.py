@@ -23,6 +23,7 @@ from .errors import HHAlignError
 from .evaluate import EvalConfig
 from .evaluate import run as run_eval
 from .generation import Generation, generate, model_input, postprocess
+from .hub import build_card, push_checkpoint
 from .metrics import (
     HARMLESS_THRESHOLD,
     HELPFUL_THRESHOLD,
@@ -39,18 +40,24 @@ from .metrics import (
 from .models import DEFAULT_REWARD_MODEL, LoadedModel, ModelRef, load_policy, load_reward_model, parse_model_ref
 from .records import load_records, read_jsonl
 from .registry import RegistryEntry, load_registry, published_models
+from .results import load_results, results_view
 from .reward import Score, score
+from .serving import ChatService, DecodeOptions, Limits, ModelPool, SpaceConfig, build_backend
 from .tiny import TinyModels, build_tiny, build_tiny_adapter
+from .train import DEMO_PAIRS_PATH, PipelineConfig, build_training_data, run_pipeline, run_training
+from .train import parse_args as parse_training_args
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "build_prompt_set", "build_tiny", "build_tiny_adapter", "CATEGORIES", "compare_models", "DEFAULT_DATASET",
-    "DEFAULT_REWARD_MODEL", "EvalConfig", "EvalPrompt", "generate", "Generation", "HARMLESS_THRESHOLD",
-    "HELPFUL_THRESHOLD", "HHAlignError", "label", "limit_prompts", "load_hh", "load_policy", "load_prompts_file",
-    "load_records", "load_registry", "load_reward_model", "LoadedModel", "mcnemar_exact", "model_input",
-    "model_metrics", "ModelRef", "paired_bootstrap", "paper_prompt", "paper_prompts", "PAPER_TABLE1",
-    "parse_model_ref", "parse_turns", "postprocess", "preference_pair", "preference_pairs", "PreferencePair",
-    "published_models", "read_jsonl", "RegistryEntry", "run_eval", "score", "Score", "summarize",
-    "threshold_sweep", "Thresholds", "TinyModels", "Turn",
+    "build_backend", "build_card", "build_prompt_set", "build_tiny", "build_tiny_adapter", "build_training_data",
+    "CATEGORIES", "ChatService", "compare_models", "DecodeOptions", "DEFAULT_DATASET", "DEFAULT_REWARD_MODEL",
+    "DEMO_PAIRS_PATH", "EvalConfig", "EvalPrompt", "generate", "Generation", "HARMLESS_THRESHOLD",
+    "HELPFUL_THRESHOLD", "HHAlignError", "label", "limit_prompts", "Limits", "load_hh", "load_policy",
+    "load_prompts_file", "load_records", "load_registry", "load_results", "load_reward_model", "LoadedModel",
+    "mcnemar_exact", "model_input", "model_metrics", "ModelPool", "ModelRef", "paired_bootstrap", "paper_prompt",
+    "paper_prompts", "PAPER_TABLE1", "parse_model_ref", "parse_training_args", "parse_turns", "PipelineConfig",
+    "postprocess", "preference_pair", "preference_pairs", "PreferencePair", "published_models", "push_checkpoint",
+    "read_jsonl", "RegistryEntry", "results_view", "run_eval", "run_pipeline", "run_training", "score", "Score",
+    "SpaceConfig", "summarize", "threshold_sweep", "Thresholds", "TinyModels", "Turn",
 ]
