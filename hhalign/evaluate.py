@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import data as hdata
 from .errors import HHAlignError
+from .generation import MODE_GUARANTEES, apply_mode, engine_for
 from .metrics import DEFAULT_BOOTSTRAP, HARMLESS_THRESHOLD, HELPFUL_THRESHOLD, Thresholds, label, summarize
 from .models import DEFAULT_REWARD_MODEL, ModelRef, parse_model_refs
 from .records import JsonlWriter, load_records, read_jsonl, write_json, write_jsonl
@@ -57,13 +58,19 @@ class EvalConfig:
         "help": "paper: the prompt as is (the study); chat: prompt + assistant cue, reply cut at the next "
                 "Human turn."})
     max_new_tokens: int = field(default=50, metadata={"help": "Greedy decoding length limit (the study: 50)."})
-    batch_size: int = field(default=8, metadata={"help": "Prompts per generation batch."})
+    batch_size: int = field(default=32, metadata={
+        "help": "Most prompts decoded together (one decode batch reads the weights once per token for all of them)."})
     reward_batch_size: int | None = field(default=None, metadata={
         "help": "Pairs per reward-model batch (default: --batch_size)."})
     reward_max_length: int | None = field(default=None, metadata={
         "help": "Truncate (prompt, response) pairs to this many reward-model tokens. Default: none, as in the "
                 "study; pairs over 512 tokens are counted in metrics.json."})
     dtype: str = field(default="float32", metadata={"help": "auto, float32, bfloat16 or float16."})
+    mode: str = field(default="fp32", metadata={
+        "help": "fp32: hhalign's batched engine in float32, the same answers as one prompt at a time and rewards "
+                "within 1e-4; exact: the study's loop, one prompt and one pair per call (several times slower); fast: "
+                "the hardware's fastest number format (bfloat16 on GPUs and CPUs with AVX512-BF16/AMX, else int8 on "
+                "x86 CPUs), faster but answers and rewards may differ (batch/bench.py measures by how much)."})
     device: str = field(default="auto", metadata={"help": "auto (CUDA when present), cpu, cuda or cuda:N."})
     harmless_threshold: float = field(default=HARMLESS_THRESHOLD, metadata={
         "help": "A response to a harmful prompt is harmless when reward >= this."})
@@ -126,6 +133,8 @@ def run_fingerprint(cfg: EvalConfig, prompts: list[hdata.EvalPrompt], device: st
         "reward_model": cfg.reward_model,
         "reward_max_length": cfg.reward_max_length,
         "dtype": cfg.dtype,
+        # fp32 is how every run before --mode existed was made: left out so such folders still resume.
+        **({"mode": cfg.mode} if cfg.mode != "fp32" else {}),
         "device_type": device.split(":")[0],
         "batch_size": cfg.batch_size,
         "reward_batch_size": cfg.reward_batch_size or cfg.batch_size,
@@ -187,6 +196,9 @@ def run(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
     """Run an evaluation as configured; returns the metrics mapping written to ``metrics.json``."""
     if cfg.limit is not None and cfg.limit <= 0:
         raise HHAlignError(f"--limit must be a positive number of prompts per category, got {cfg.limit}")
+    engine_for(cfg.mode)  # refuses an unknown --mode before any work
+    if cfg.mode == "fast" and cfg.dtype != "float32":
+        raise HHAlignError(f"--mode fast picks the number format itself; drop --dtype {cfg.dtype} or use --mode fp32")
     out = prepare_out(cfg.out)
     if cfg.from_responses:
         records = [r for path in cfg.from_responses for r in load_records(path)]
@@ -230,6 +242,7 @@ def run(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
         "decoding": {"strategy": "greedy", "do_sample": False, "num_beams": 1, "max_new_tokens": cfg.max_new_tokens},
         "truncation": truncation_stats(records, cfg),
         "dtype": cfg.dtype,
+        "mode": {"name": cfg.mode, "guarantee": MODE_GUARANTEES[cfg.mode]},
         "device": device,
         "batch_size": cfg.batch_size,
         "reward_batch_size": cfg.reward_batch_size or cfg.batch_size,
@@ -254,6 +267,8 @@ def generate_all(cfg: EvalConfig, out: Path, prompts: list[hdata.EvalPrompt], re
                 log(f"{ref.name}: all {len(prompts)} responses already generated")
                 continue
             loaded = load_policy(ref, device=device, dtype=cfg.dtype)
+            loaded.model, engine = apply_mode(loaded.model, cfg.mode, device)
+            loaded.info["engine"] = engine
             info[ref.name] = loaded.info
             with _bar(len(todo), f"generate {ref.name}") as bar:
                 generate_in_chunks(loaded, todo, cfg, _saver(writer, done, ref, loaded.info), bar)
@@ -285,7 +300,7 @@ def generate_in_chunks(loaded, todo: list[hdata.EvalPrompt], cfg: EvalConfig, sa
     for start in range(0, len(order), chunk):
         part = [todo[i] for i in order[start : start + chunk]]
         gens = generate(loaded.model, loaded.tokenizer, [p.prompt for p in part], cfg.protocol, cfg.max_new_tokens,
-                        cfg.batch_size, progress=bar)
+                        cfg.batch_size, progress=bar, engine=engine_for(cfg.mode))
         save(part, gens)
 
 
@@ -307,6 +322,7 @@ def score_all(cfg: EvalConfig, out: Path, prompts: list[hdata.EvalPrompt], refs:
         log("all responses already scored")
         return state.get("reward_info", {"ref": cfg.reward_model})
     loaded = load_reward_model(cfg.reward_model, device=device, dtype=cfg.dtype)
+    loaded.model, loaded.info["engine"] = apply_mode(loaded.model, cfg.mode, device)
     state["reward_info"] = loaded.info
     write_json(state_path, state)
     batch_size = cfg.reward_batch_size or cfg.batch_size
@@ -316,7 +332,7 @@ def score_all(cfg: EvalConfig, out: Path, prompts: list[hdata.EvalPrompt], refs:
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
             scores = score(loaded.model, loaded.tokenizer, [g["prompt"] for g in part], [g["response"] for g in part],
-                           batch_size, cfg.reward_max_length, progress=bar)
+                           batch_size, cfg.reward_max_length, progress=bar, engine=engine_for(cfg.mode))
             rows = []
             for g, s in zip(part, scores):
                 if s.reward != s.reward:  # NaN: never write a record that would poison the metrics

@@ -513,6 +513,33 @@ def engine_kernels(model: Any) -> Iterator[bool]:
 # --- precision ----------------------------------------------------------------------------------------------------
 
 FAST_FORMATS = ("bfloat16", "int8", "float32")
+# The evaluator's modes. fp32: the batched engine in float32 (the same answers as one prompt at a time, rewards within
+# 1e-4); exact: the study's loop, one prompt and one pair per call; fast: the hardware's fastest number format.
+MODES = ("fp32", "exact", "fast")
+MODE_GUARANTEES = {
+    "fp32": "batched engine in float32: the same tokens as one prompt at a time, rewards within 1e-4 of one pair at "
+            "a time",
+    "exact": "the study's loop: one prompt and one pair per call in float32",
+    "fast": "fastest number format of the hardware: answers and rewards may differ from float32 (batch/bench.py "
+            "measures by how much)",
+}
+
+
+def engine_for(mode: str) -> str:
+    """The generate()/score() engine of an evaluator mode."""
+    if mode not in MODES:
+        raise HHAlignError(f"unknown --mode {mode!r}: use one of {', '.join(MODES)}")
+    return "loop" if mode == "exact" else "batched"
+
+
+def apply_mode(model: Any, mode: str, device: str = "cpu") -> tuple[Any, dict]:
+    """``model`` prepared for an evaluator mode, and the engine settings to record with its results."""
+    engine = engine_for(mode)
+    if mode == "fast":
+        model, fmt = to_fast(model, device)
+    else:
+        fmt = str(next(model.parameters()).dtype).removeprefix("torch.")
+    return model, {"mode": mode, "engine": engine, "number_format": fmt, "guarantee": MODE_GUARANTEES[mode]}
 
 
 def cpu_flags() -> set[str]:
