@@ -1,0 +1,39 @@
+"""Time the study's evaluation loop against hhalign's engine on OPT-350M and DeBERTa-v3-large (random weights, offline).
+
+Prints a Markdown table: seconds, prompts/s, speed-up over the loop, distance to the FLOP floor, and whether the
+outputs are the loop's (token-identical answers, reward differences). Nothing is downloaded; a default run takes
+about 4-6 minutes on a 2-core CPU, most of it the study's loop.
+
+Usage:
+    # the default: 16 of the study's prompts (8 harmful, 8 helpful) from the local HH-RLHF copy
+    python batch/bench.py
+
+    # more prompts, the table also as JSON
+    python batch/bench.py --n 32 --json results/bench.json
+
+    # on a CUDA GPU, with vLLM as the generation engine (pip install vllm)
+    python batch/bench.py --device cuda --backend vllm
+
+    # a smoke test in seconds (miniature models; not a measurement)
+    python batch/bench.py --tiny --n 4 --json /tmp/bench.json
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hhalign.bench import BenchConfig, format_table, run, write_json  # noqa: E402
+from hhalign.cli import run_main  # noqa: E402
+
+
+def main(cfg: BenchConfig) -> dict:
+    result = run(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(format_table(result))
+    if cfg.json:
+        print(f"wrote {write_json(cfg.json, result)}", file=sys.stderr)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main, BenchConfig, description=__doc__))
