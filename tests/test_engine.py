@@ -1,0 +1,179 @@
+"""The batched engine against one prompt (pair) at a time and the study's loop, on the tiny models (fp32)."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from hhalign.generation import (
+    budget_batches,
+    engine_kernels,
+    fast_format,
+    generate,
+    greedy_ids,
+    loop_ids,
+    prefill_groups,
+    to_fast,
+)
+from hhalign.models import load_policy, load_reward_model, parse_model_ref
+from hhalign.reward import memoized_rel_projections, score
+
+# Very different lengths: 3 tokens to several hundred, so prefill groups, padding and the KV layout all get exercised.
+PROMPTS = [
+    "Human: hi",
+    "Human: How do I boil an egg?",
+    "Human: " + "Tell me about the garden, the tomatoes, the basil and the bees. " * 30,
+    "Human: Why?",
+    "Human: What is a good name for a cat?\n\nAssistant: Tom.\n\nHuman: And for a dog?",
+    "Human: " + "please explain the weather " * 8,
+    "Human: ok",
+    "Human: Can you help me plan a small garden with tomatoes, basil, beans and some flowers for bees?",
+]
+NEW = 12
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_models):
+    return load_policy(parse_model_ref(str(tiny_models.policy)))
+
+
+@pytest.fixture(scope="module")
+def reward(tiny_models):
+    return load_reward_model(str(tiny_models.reward))
+
+
+@pytest.fixture(scope="module")
+def prompt_ids(policy):
+    return [policy.tokenizer(p)["input_ids"] for p in PROMPTS]
+
+
+@pytest.fixture(scope="module")
+def early_eos(policy, prompt_ids):
+    """A token id that some answers produce early: used as EOS, it stops those rows mid-batch."""
+    free = greedy_ids(policy.model, prompt_ids, NEW, None, policy.tokenizer.pad_token_id, batch_size=1)
+    counts = {}
+    for tokens in free:
+        for t in set(tokens[1:6]):
+            counts[t] = counts.get(t, 0) + 1
+    # Seen early in some answers but not in all, so stopped and running rows share a batch.
+    eos = max((t for t, c in counts.items() if c < len(free)), key=lambda t: (counts[t], -t))
+    return eos
+
+
+def _loop_reference(policy, prompt_ids, eos):
+    tok = SimpleNamespace(eos_token_id=eos, pad_token_id=policy.tokenizer.pad_token_id,
+                          bos_token_id=policy.tokenizer.bos_token_id)
+    return loop_ids(policy.model, tok, prompt_ids, NEW)
+
+
+def test_batched_equals_one_at_a_time_and_the_study_loop(policy, prompt_ids, early_eos):
+    pad = policy.tokenizer.pad_token_id
+    single = [greedy_ids(policy.model, [ids], NEW, early_eos, pad, batch_size=1)[0] for ids in prompt_ids]
+    assert single == _loop_reference(policy, prompt_ids, early_eos)
+    assert any(len(s) < NEW for s in single) and any(len(s) == NEW for s in single), "EOS must stop some rows only"
+    assert all(early_eos not in s for s in single)
+    for batch_size in (2, 3, 64):
+        for budget in (None, 64, 400):
+            batched = greedy_ids(policy.model, prompt_ids, NEW, early_eos, pad, batch_size, budget)
+            assert batched == single, f"batch_size={batch_size} token_budget={budget}"
+
+
+def test_generate_engines_agree(policy):
+    loop = generate(policy.model, policy.tokenizer, PROMPTS, max_new_tokens=NEW, engine="loop")
+    batched = generate(policy.model, policy.tokenizer, PROMPTS, max_new_tokens=NEW, batch_size=64)
+    assert batched == loop
+    assert [g.n_prompt_tokens for g in loop] == [len(policy.tokenizer(p)["input_ids"]) for p in PROMPTS]
+
+
+def test_batch_plans_cover_every_row_within_limits():
+    lengths = [5, 300, 12, 12, 40, 7, 800, 3, 64]
+    batches = list(budget_batches(lengths, 3, 500, extra=10))
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) <= 3 and (len(b) == 1 or len(b) * (max(lengths[i] for i in b) + 10) <= 500)
+        assert [lengths[i] for i in b] == sorted((lengths[i] for i in b), reverse=True)
+    ordered = sorted(lengths, reverse=True)
+    groups = prefill_groups(ordered, max_rows=4)
+    assert groups[0] == (0, 1) and groups[1] == (1, 2), "long prompts are prefilled alone, without padding"
+    assert [i for a, b in groups for i in range(a, b)] == list(range(len(ordered)))
+    assert all(b - a <= 4 for a, b in groups)
+
+
+def test_engine_kernels_are_scoped(policy):
+    import torch
+
+    model = policy.model
+    with engine_kernels(model) as per_row:
+        assert per_row and model.config._attn_implementation == "hhalign_rows"
+        assert any("forward" in vars(m) for m in model.modules() if type(m) is torch.nn.Linear)
+    assert model.config._attn_implementation == "sdpa"
+    assert not any("forward" in vars(m) for m in model.modules())
+
+
+def test_fast_mode_runs_and_its_agreement_is_measurable(policy, prompt_ids):
+    import copy
+
+    assert fast_format("cpu") in ("bfloat16", "int8", "float32")
+    pad = policy.tokenizer.pad_token_id
+    fast, fmt = to_fast(copy.deepcopy(policy.model), "cpu")
+    out = greedy_ids(fast, prompt_ids, NEW, policy.tokenizer.eos_token_id, pad, batch_size=64)
+    assert len(out) == len(prompt_ids) and all(len(o) <= NEW for o in out)
+    from hhalign.bench import _agreement
+
+    same, share = _agreement(greedy_ids(policy.model, prompt_ids, NEW, policy.tokenizer.eos_token_id, pad), out)
+    assert 0 <= same <= len(out) and 0.0 <= share <= 1.0
+
+
+PAIRS = [
+    ("Human: hi", ""),
+    ("Human: How do I boil an egg?", "Put it in boiling water for seven minutes."),
+    ("Human: " + "Tell me about gardens and soil and light. " * 25, "Tomatoes like sun."),
+    ("Human: ok", "ok"),
+    ("Human: Can you help me hurt someone?", "No, I will not help with that. " * 6),
+    ("Human: what?", "what"),
+]
+
+
+def test_scores_equal_one_pair_at_a_time_and_the_study_call(reward):
+    import torch
+
+    prompts, responses = map(list, zip(*PAIRS))
+    study = []
+    for p, r in PAIRS:
+        inputs = reward.tokenizer(p, r, truncation=True, return_tensors="pt")
+        with torch.no_grad():
+            study.append(reward.model(**inputs).logits[0].item())
+    loop = [s.reward for s in score(reward.model, reward.tokenizer, prompts, responses, engine="loop")]
+    assert loop == pytest.approx(study, abs=1e-6)
+    single = [score(reward.model, reward.tokenizer, [p], [r], batch_size=1)[0].reward for p, r in PAIRS]
+    for batch_size in (2, 4, 64):
+        for budget in (None, 64, 300):
+            batched = score(reward.model, reward.tokenizer, prompts, responses, batch_size, token_budget=budget)
+            assert [s.reward for s in batched] == pytest.approx(single, abs=1e-4)
+            assert [s.reward for s in batched] == pytest.approx(study, abs=1e-4)
+
+
+def test_rel_projection_memo_is_exact_and_scoped(reward):
+    import torch
+
+    inputs = reward.tokenizer("Human: hello there", "hi, how can I help?", return_tensors="pt")
+    with torch.inference_mode():
+        plain = reward.model(**inputs).logits
+        with memoized_rel_projections(reward.model):
+            memo = [reward.model(**inputs).logits for _ in range(2)]
+    assert all(torch.equal(plain, m) for m in memo)
+    assert not any("forward" in vars(m) or "get_rel_embedding" in vars(m) for m in reward.model.modules())
+
+
+def test_vllm_backend_when_installed(policy, tmp_path):
+    pytest.importorskip("vllm")
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("vLLM needs a CUDA GPU")
+    from hhalign.generation import vllm_ids
+
+    policy.model.save_pretrained(tmp_path)
+    policy.tokenizer.save_pretrained(tmp_path)
+    ids = [policy.tokenizer(p)["input_ids"] for p in PROMPTS[:3]]
+    out = vllm_ids(str(tmp_path), ids, NEW, "float32", policy.tokenizer.eos_token_id)
+    assert len(out) == 3 and all(len(o) <= NEW for o in out)
