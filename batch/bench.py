@@ -1,4 +1,4 @@
-"""Time the study's evaluation loop against hhalign's engine on OPT-350M and DeBERTa-v3-large (random weights, offline).
+"""Time the study's evaluation loop against hhalign's engine: OPT-350M and DeBERTa-v3-large, random weights, offline.
 
 Prints a Markdown table: seconds, prompts/s, speed-up over the loop, distance to the FLOP floor, and whether the
 outputs are the loop's (token-identical answers, reward differences). Nothing is downloaded; a default run takes
