@@ -417,11 +417,13 @@ def vllm_ids(model_path: str, prompt_ids: Sequence[Sequence[int]], max_new_token
     except ImportError:
         raise HHAlignError("the vllm backend needs the vllm package and a CUDA GPU: pip install vllm, or use the "
                            "default backend") from None
-    llm = LLM(model=str(model_path), dtype=dtype, seed=0)
+    # Half the GPU: the caller may hold a transformers copy of the model on the same card.
+    llm = LLM(model=str(model_path), dtype=dtype, seed=0, gpu_memory_utilization=0.5)
     params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
     outputs = llm.generate([{"prompt_token_ids": list(ids)} for ids in prompt_ids], params, use_tqdm=False)
     if eos_token_id is None:
         eos_token_id = llm.get_tokenizer().eos_token_id
+    del llm
     return [_until_eos(list(out.outputs[0].token_ids), eos_token_id) for out in outputs]
 
 
