@@ -4,7 +4,6 @@ import importlib.util
 import json
 
 from conftest import ROOT
-
 from hhalign.bench import DEBERTA_V3_LARGE, OPT_350M, BenchConfig, generation_flops, scoring_flops
 from hhalign.cli import run_main
 

@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
 
+from conftest import ROOT
 from hhalign.cli import run_main
 from hhalign.evaluate import EvalConfig, run
 from hhalign.metrics import PAPER_TABLE1
