@@ -20,8 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # import name -> requirement name, where they differ; gradio comes from the Space's sdk_version
 PROVIDED = {"gradio": "sdk_version", "PIL": "gradio", "pandas": "gradio", "spaces": "ZeroGPU hardware"}
 DIST = {"yaml": "pyyaml"}
-# Reached only through hhalign.data.load_hh (downloading HH-RLHF for evaluation runs), which the Space never calls.
-NOT_IN_THE_SPACE = {"datasets": "load_hh"}
+# Imported only inside functions the Space never calls: hhalign.data.load_hh (HH-RLHF downloads for evaluation runs),
+# the training code (TRL) and the evaluator's optional GPU backend (vLLM). hhalign/__init__ re-exports those modules,
+# so the walk below reaches them, but their heavy imports never run in the Space.
+NOT_IN_THE_SPACE = {"datasets": "load_hh", "trl": "hhalign.train", "vllm": "generation backend='vllm'"}
 
 
 @pytest.fixture(scope="module")
