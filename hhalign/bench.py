@@ -382,13 +382,18 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
     }
 
 
-def _best(fn: Callable[[], Any], repeat: int, device: str) -> tuple[Any, float]:
-    """``fn()``'s result and its fastest time over ``repeat`` runs (noise from other processes only adds time)."""
-    result, best = None, float("inf")
-    for _ in range(repeat):
-        result, secs = timed(fn, device)
-        best = min(best, secs)
-    return result, best
+def _interleaved(modes: dict[str, Callable[[], Any]], repeat: int, device: str,
+                 log: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, float]]:
+    """Each mode's result and fastest time over ``repeat`` rounds; a round runs every mode once, so a burst of load
+    from other processes hits a round, not all the runs of one mode (other processes only ever add time)."""
+    results: dict[str, Any] = {}
+    best = {name: float("inf") for name in modes}
+    for round_ in range(repeat):
+        for name, fn in modes.items():
+            results[name], secs = timed(fn, device)
+            best[name] = min(best[name], secs)
+            log(f"  {name}: {secs:.1f} s" + (f" (round {round_ + 1}/{repeat})" if repeat > 1 else ""))
+    return results, best
 
 
 def _bench_generation(cfg: BenchConfig, device: str, fmt: str, prompts: list[str], tokenizer: Any,
@@ -408,18 +413,20 @@ def _bench_generation(cfg: BenchConfig, device: str, fmt: str, prompts: list[str
         greedy_ids(model, [ids[-1][:8]], 2, eos, pad)
 
     warm(policy)
-    log("generation: the study's loop (one prompt per call, float32) ...")
-    loop_new, loop_s = _best(lambda: loop_ids(policy, tokenizer, ids, cfg.max_new_tokens), cfg.repeat, device)
-    log(f"  {loop_s:.1f} s; {'vLLM' if cfg.backend == 'vllm' else 'hhalign engine'}, float32 ...")
     if cfg.backend == "vllm":
+        log("generation: the study's loop (one prompt per call, float32) ...")
+        loop_new, loop_s = timed(lambda: loop_ids(policy, tokenizer, ids, cfg.max_new_tokens), device)
+        log(f"  {loop_s:.1f} s; vLLM, float32 ...")
         fp32_new, fp32_s, fast_new, fast_s = _vllm_modes(policy, tokenizer, ids, cfg, fmt, log)
+        log(f"  {fast_s:.1f} s")
     else:
-        fp32_new, fp32_s = _best(lambda: engine(policy), cfg.repeat, device)
-        log(f"  {fp32_s:.1f} s; hhalign engine, {fmt} ...")
         fast_policy = to_fast(copy.deepcopy(policy), device, fmt)[0]
         warm(fast_policy)
-        fast_new, fast_s = _best(lambda: engine(fast_policy), cfg.repeat, device)
-    log(f"  {fast_s:.1f} s")
+        log(f"generation: the study's loop (one prompt per call, float32), hhalign engine in float32 and {fmt} ...")
+        out, secs = _interleaved({"loop": lambda: loop_ids(policy, tokenizer, ids, cfg.max_new_tokens),
+                                  "fp32": lambda: engine(policy), fmt: lambda: engine(fast_policy)},
+                                 cfg.repeat, device, log)
+        (loop_new, fp32_new, fast_new), (loop_s, fp32_s, fast_s) = out.values(), secs.values()
     fp32_same, fp32_share = _agreement(loop_new, fp32_new)
     fast_same, fast_share = _agreement(loop_new, fast_new)
     result = {
@@ -447,16 +454,13 @@ def _bench_scoring(cfg: BenchConfig, device: str, fmt: str, prompts: list[str], 
         return [s.reward for s in score(model, tokenizer, prompts, responses, cfg.reward_batch_size,
                                         engine=engine, token_budget=cfg.reward_token_budget)]
 
-    score(reward, tokenizer, prompts[:1], responses[:1])  # warm-up
-    log("scoring: the study's loop (one pair per call, float32) ...")
-    loop, loop_s = _best(lambda: rewards(reward, "loop"), cfg.repeat, device)
-    log(f"  {loop_s:.1f} s; hhalign engine, float32 ...")
-    fp32, fp32_s = _best(lambda: rewards(reward), cfg.repeat, device)
-    log(f"  {fp32_s:.1f} s; hhalign engine, {fmt} ...")
     fast_reward = to_fast(copy.deepcopy(reward), device, fmt)[0]
-    score(fast_reward, tokenizer, prompts[:1], responses[:1])
-    fast, fast_s = _best(lambda: rewards(fast_reward), cfg.repeat, device)
-    log(f"  {fast_s:.1f} s")
+    for model in (reward, fast_reward):
+        score(model, tokenizer, prompts[:1], responses[:1])  # warm-up
+    log(f"scoring: the study's loop (one pair per call, float32), hhalign engine in float32 and {fmt} ...")
+    out, secs = _interleaved({"loop": lambda: rewards(reward, "loop"), "fp32": lambda: rewards(reward),
+                              fmt: lambda: rewards(fast_reward)}, cfg.repeat, device, log)
+    (loop, fp32, fast), (loop_s, fp32_s, fast_s) = out.values(), secs.values()
     return {
         "n": len(prompts), "tokens": sum(lengths), "loop_s": loop_s, "fp32_s": fp32_s, "fast_s": fast_s,
         "fp32_ratio": loop_s / fp32_s, "fast_ratio": loop_s / fast_s,
