@@ -2,14 +2,17 @@
 
 Prints a Markdown table: seconds, prompts/s, speed-up over the loop, distance to the FLOP floor, and whether the
 outputs are the loop's (token-identical answers, reward differences). Nothing is downloaded; a default run takes
-about 4-6 minutes on a 2-core CPU, most of it the study's loop.
+about 4-5 minutes on a 2-core CPU, most of it the study's loop (--repeat 2: about 8 minutes).
 
 Usage:
     # the default: 16 of the study's prompts (8 harmful, 8 helpful) from the local HH-RLHF copy
     python batch/bench.py
 
-    # more prompts, the table also as JSON
-    python batch/bench.py --n 32 --json results/bench.json
+    # the README's numbers: best of two interleaved rounds, the table also as JSON
+    python batch/bench.py --repeat 2 --json results/bench.json
+
+    # more prompts
+    python batch/bench.py --n 32
 
     # on a CUDA GPU, with vLLM as the generation engine (pip install vllm)
     python batch/bench.py --device cuda --backend vllm

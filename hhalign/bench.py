@@ -66,7 +66,7 @@ class BenchConfig:
 
     n: int = field(default=DEFAULT_N, metadata={
         "help": "Prompts to time (the first n/2 harmful and n/2 helpful prompts of the study's set). The study's loop "
-                "dominates the run: about 15 s per prompt for OPT-350M on a 2-core CPU."})
+                "dominates the run: about 6 s per prompt for OPT-350M on a 2-core CPU, plus 2 s per pair scored."})
     dataset: str = field(default="../shared/data/hh-rlhf", metadata={
         "help": "Local HH-RLHF folder for the study's prompts and the stand-in tokenizers; when it does not exist the "
                 "shipped demo prompts are used (nothing is downloaded)."})
