@@ -497,8 +497,8 @@ def format_table(result: dict) -> str:
     where = m["gpu"] or f"{m['cpu']}, {m['cpus']} CPUs ({', '.join(m['simd']) or 'no AVX'}), {m['threads']} threads"
     engine = "vLLM" if result["settings"]["backend"] == "vllm" else "engine"
     lines = [
-        f"Machine: {where}; torch {m['torch']}; load average {m['load_average'][0]} at start, "
-        f"{m['load_average_end'][0]} at end.",
+        f"Machine: {where}; torch {m['torch']}; 1-minute load average {m['load_average'][0]} before the run (the "
+        f"benchmark itself then adds about its {m['threads']} threads).",
         f"Generation: {g['n']} prompts ({g['prompt_tokens']} tokens) x {g['max_new_tokens']} new tokens, greedy; "
         f"scoring: {s['n']} (prompt, answer) pairs ({s['tokens']} tokens).",
         "",
