@@ -6,7 +6,7 @@ import json
 import logging
 import random
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -227,25 +227,37 @@ def build_prompt_set(name: str = "paper", dataset: str = DEFAULT_DATASET, split:
     )
 
 
+def json_lines(path: str | Path, shape: str) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSONL file; ``shape`` names a line's expected content."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise HHAlignError(f"{str(path)!r} cannot be read ({exc.strerror})") from None
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            raise HHAlignError(f"{path}:{lineno}: not valid JSON; write one {shape} per line") from None
+        if not isinstance(obj, dict):
+            raise HHAlignError(f"{path}:{lineno}: expected a JSON object, one {shape} per line")
+        yield lineno, obj
+
+
 def load_prompts_file(path: str | Path) -> list[EvalPrompt]:
     """Prompts from a JSONL file with ``category`` (harmful/helpful) and ``prompt`` (optional ``prompt_id``)."""
     path = Path(path)
     prompts: list[EvalPrompt] = []
     counts = {c: 0 for c in CATEGORIES}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                raise HHAlignError(f"{path}:{lineno}: not valid JSON; write one object per line") from None
-            category, text = obj.get("category"), obj.get("prompt")
-            if category not in CATEGORIES or not isinstance(text, str) or not text.strip():
-                raise HHAlignError(f"{path}:{lineno}: needs 'category' (harmful or helpful) and a non-empty 'prompt'")
-            pid = obj.get("prompt_id") or f"{category}-{counts[category]:03d}"
-            counts[category] += 1
-            prompts.append(EvalPrompt(str(pid), category, text))
+    for lineno, obj in json_lines(path, "{category, prompt} object"):
+        category, text = obj.get("category"), obj.get("prompt")
+        if category not in CATEGORIES or not isinstance(text, str) or not text.strip():
+            raise HHAlignError(f"{path}:{lineno}: needs 'category' (harmful or helpful) and a non-empty 'prompt'")
+        pid = obj.get("prompt_id") or f"{category}-{counts[category]:03d}"
+        counts[category] += 1
+        prompts.append(EvalPrompt(str(pid), category, text))
     if not prompts:
         raise HHAlignError(f"{path}: no prompts; add lines like " '{"category": "helpful", "prompt": "Human: ..."}')
     ids = [p.prompt_id for p in prompts]

@@ -245,20 +245,12 @@ class TrainingData:
 
 def read_pairs_file(path: str | Path) -> list[dict]:
     """Rows ``{"chosen", "rejected"}`` (HH transcripts) from a JSONL file."""
+    from .data import json_lines
+
     path = Path(path)
     rows = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise HHAlignError(f"--dataset {str(path)!r} cannot be read ({exc.strerror})") from None
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            raise HHAlignError(f"{path}:{lineno}: not valid JSON; write one {{chosen, rejected}} per line") from None
-        if not isinstance(obj, dict) or not all(isinstance(obj.get(k), str) for k in ("chosen", "rejected")):
+    for lineno, obj in json_lines(path, "{chosen, rejected} object"):
+        if not all(isinstance(obj.get(k), str) for k in ("chosen", "rejected")):
             raise HHAlignError(f"{path}:{lineno}: needs string fields 'chosen' and 'rejected' (HH transcripts)")
         rows.append({"chosen": obj["chosen"], "rejected": obj["rejected"]})
     return rows
