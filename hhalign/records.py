@@ -6,7 +6,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from .data import CATEGORIES
@@ -161,7 +161,3 @@ def load_records(path: str | Path) -> list[dict]:
     else:
         raise HHAlignError(f"--from-responses {str(path)!r} does not exist: pass a responses.jsonl or a folder")
     return validate_records(raw, str(path))
-
-
-def iter_model_records(records: Iterable[dict], model: str) -> Iterator[dict]:
-    return (r for r in records if r["model"] == model)

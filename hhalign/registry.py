@@ -63,20 +63,6 @@ def published_models(path: str | Path = REGISTRY_PATH) -> list[str]:
     return [e.model_arg() for e in load_registry(path) if e.published]
 
 
-def update_entry(name: str, path: str | Path = REGISTRY_PATH, **changes: object) -> RegistryEntry:
-    """Change fields of one entry and save; returns the new entry."""
-    entries = load_registry(path)
-    for entry in entries:
-        if entry.name == name:
-            for key, value in changes.items():
-                if not hasattr(entry, key):
-                    raise HHAlignError(f"registry entries have no field {key!r}")
-                setattr(entry, key, value)
-            save_registry(entries, path)
-            return entry
-    raise HHAlignError(f"model {name!r} is not in the registry ({', '.join(e.name for e in entries)})")
-
-
 def _metric(entry: RegistryEntry, key: str) -> str:
     if not entry.metrics or entry.metrics.get(key) is None:
         return "not measured"
