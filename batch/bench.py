@@ -22,21 +22,15 @@ Usage:
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from hhalign.bench import BenchConfig, format_table, run, write_json  # noqa: E402
-from hhalign.cli import run_main  # noqa: E402
+from hhalign.bench.run import BenchConfig
+from hhalign.bench.run import main as bench
+from hhalign.cli import run
 
 
 def main(cfg: BenchConfig) -> dict:
-    result = run(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
-    print(format_table(result))
-    if cfg.json:
-        print(f"wrote {write_json(cfg.json, result)}", file=sys.stderr)
-    return result
+    return bench(cfg)
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main, BenchConfig, description=__doc__))
+    sys.exit(run(main, [BenchConfig], description=__doc__))

@@ -13,17 +13,15 @@ Usage:
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from hhalign.cli import run_main  # noqa: E402
-from hhalign.evaluate import EvalConfig, run  # noqa: E402
+from hhalign.cli import run
+from hhalign.eval.config import EvalConfig
+from hhalign.eval.run import run as evaluate
 
 
 def main(cfg: EvalConfig) -> dict:
-    return run(cfg)
+    return evaluate(cfg)
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main, EvalConfig, description=__doc__))
+    sys.exit(run(main, [EvalConfig], description=__doc__))

@@ -1,63 +1,67 @@
 """hhalign: align small language models on HH-RLHF (SFT, DPO) and measure them the way the study did.
 
-Importing the package is cheap: torch, transformers, TRL and PEFT load only inside the functions that use them.
+Importing the package is cheap: the names below are loaded on first use, and torch, transformers, TRL and PEFT only
+inside the functions that need them.
+
+Layout: :mod:`hhalign.engine` (generation backends, reward scoring, precision), :mod:`hhalign.eval` (the evaluator:
+config, run folder, metrics, report, plots, results view), :mod:`hhalign.training` (TRL configs, data, runs, losses,
+pipeline), :mod:`hhalign.publish` (model card, Hub, registry), :mod:`hhalign.serving` (model pool, chat, the Space),
+:mod:`hhalign.testing` (tiny offline models), and the shared :mod:`hhalign.protocol`, :mod:`hhalign.data`,
+:mod:`hhalign.refs`, :mod:`hhalign.loading`, :mod:`hhalign.files`, :mod:`hhalign.config`, :mod:`hhalign.cli`.
 """
 
-from .data import (
-    CATEGORIES,
-    DEFAULT_DATASET,
-    EvalPrompt,
-    PreferencePair,
-    Turn,
-    build_prompt_set,
-    limit_prompts,
-    load_hh,
-    load_prompts_file,
-    paper_prompt,
-    paper_prompts,
-    parse_turns,
-    preference_pair,
-    preference_pairs,
-)
-from .errors import HHAlignError
-from .evaluate import EvalConfig
-from .evaluate import run as run_eval
-from .generation import Generation, generate, model_input, postprocess
-from .hub import build_card, push_checkpoint
-from .metrics import (
-    HARMLESS_THRESHOLD,
-    HELPFUL_THRESHOLD,
-    PAPER_TABLE1,
-    Thresholds,
-    compare_models,
-    label,
-    mcnemar_exact,
-    model_metrics,
-    paired_bootstrap,
-    summarize,
-    threshold_sweep,
-)
-from .models import DEFAULT_REWARD_MODEL, LoadedModel, ModelRef, load_policy, load_reward_model, parse_model_ref
-from .records import load_records, read_jsonl
-from .registry import RegistryEntry, load_registry, published_models
-from .results import load_results, results_view
-from .reward import Score, score
-from .serving import ChatService, DecodeOptions, Limits, ModelPool, SpaceConfig, build_backend
-from .tiny import TinyModels, build_tiny, build_tiny_adapter
-from .train import DEMO_PAIRS_PATH, PipelineConfig, build_training_data, run_pipeline, run_training
-from .train import parse_args as parse_training_args
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import Any
 
-__all__ = [
-    "build_backend", "build_card", "build_prompt_set", "build_tiny", "build_tiny_adapter", "build_training_data",
-    "CATEGORIES", "ChatService", "compare_models", "DecodeOptions", "DEFAULT_DATASET", "DEFAULT_REWARD_MODEL",
-    "DEMO_PAIRS_PATH", "EvalConfig", "EvalPrompt", "generate", "Generation", "HARMLESS_THRESHOLD",
-    "HELPFUL_THRESHOLD", "HHAlignError", "label", "limit_prompts", "Limits", "load_hh", "load_policy",
-    "load_prompts_file", "load_records", "load_registry", "load_results", "load_reward_model", "LoadedModel",
-    "mcnemar_exact", "model_input", "model_metrics", "ModelPool", "ModelRef", "paired_bootstrap", "paper_prompt",
-    "paper_prompts", "PAPER_TABLE1", "parse_model_ref", "parse_training_args", "parse_turns", "PipelineConfig",
-    "postprocess", "preference_pair", "preference_pairs", "PreferencePair", "published_models", "push_checkpoint",
-    "read_jsonl", "RegistryEntry", "results_view", "run_eval", "run_pipeline", "run_training", "score", "Score",
-    "SpaceConfig", "summarize", "threshold_sweep", "Thresholds", "TinyModels", "Turn",
-]
+__version__ = "0.2.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "HHAlignError": "errors",
+    # data and protocol
+    "CATEGORIES": "data", "DEFAULT_DATASET": "data", "EvalPrompt": "data", "PreferencePair": "data",
+    "build_prompt_set": "data", "limit_prompts": "data", "load_hh": "data", "load_prompts_file": "data",
+    "paper_prompts": "data", "preference_pair": "data", "preference_pairs": "data",
+    "Turn": "protocol", "paper_prompt": "protocol", "parse_turns": "protocol", "model_input": "protocol",
+    "postprocess": "protocol",
+    # models
+    "DEFAULT_REWARD_MODEL": "refs", "ModelRef": "refs", "parse_model_ref": "refs", "parse_model_refs": "refs",
+    "LoadedModel": "loading", "load_policy": "loading", "load_reward_model": "loading",
+    # engines
+    "Generation": "engine", "Generator": "engine", "generate": "engine", "get_generator": "engine",
+    "register_generator": "engine", "Score": "engine.reward", "score": "engine.reward",
+    # evaluation
+    "EvalConfig": "eval.config", "run_eval": "eval.run", "HARMLESS_THRESHOLD": "eval.metrics",
+    "HELPFUL_THRESHOLD": "eval.metrics", "PAPER_TABLE1": "eval.metrics", "Thresholds": "eval.metrics",
+    "compare_models": "eval.metrics", "label": "eval.metrics", "mcnemar_exact": "eval.metrics",
+    "model_metrics": "eval.metrics", "paired_bootstrap": "eval.metrics", "summarize": "eval.metrics",
+    "threshold_sweep": "eval.metrics", "load_records": "eval.records", "load_results": "eval.results",
+    "results_view": "eval.results",
+    # training and publishing
+    "PipelineConfig": "training.pipeline", "run_pipeline": "training.pipeline", "run_training": "training.run",
+    "build_training_data": "training.data", "build_card": "publish.card", "push_checkpoint": "publish.hub",
+    "RegistryEntry": "publish.registry", "load_registry": "publish.registry", "published_models": "publish.registry",
+    # serving
+    "ChatService": "serving.chat", "DecodeOptions": "serving.chat", "Limits": "serving.chat",
+    "ModelPool": "serving.pool", "SpaceConfig": "serving.config", "build_backend": "serving.config",
+    # tiny models
+    "TinyModels": "testing.tiny", "build_tiny": "testing.tiny", "build_tiny_adapter": "testing.tiny",
+}
+_RENAMED = {"run_eval": "run"}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'hhalign' has no attribute {name!r}")
+    module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
+    value = getattr(module, _RENAMED.get(name, name))
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

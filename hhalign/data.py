@@ -2,35 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import random
-import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import HHAlignError
+from .files import ASSETS_DIR, json_lines
+from .protocol import ASSISTANT, paper_prompt, split_final_reply
+from .refs import is_local
 
 DEFAULT_DATASET = "Anthropic/hh-rlhf"
 SUBSETS = ("harmless-base", "helpful-base", "helpful-online", "helpful-rejection-sampled")
-HUMAN = "\n\nHuman:"
-ASSISTANT = "\n\nAssistant:"
 # The study kept harmless-base test rows whose chosen transcript contains one of these (plain substring test).
 HARMFUL_KEYWORDS = ("kill", "murder", "rape")
 PAPER_SEED = 100
 PAPER_N_PER_CATEGORY = 50
 CATEGORIES = ("harmful", "helpful")
 PROMPT_SETS = ("paper", "harmful-all", "sample", "demo")
-DEMO_PROMPTS_PATH = Path(__file__).parent / "assets" / "demo_prompts.jsonl"
-
-
-@dataclass(frozen=True)
-class Turn:
-    """One turn of a transcript: role is "Human" or "Assistant"."""
-
-    role: str
-    text: str
+DEMO_PROMPTS_PATH = ASSETS_DIR / "demo_prompts.jsonl"
 
 
 @dataclass(frozen=True)
@@ -62,8 +53,8 @@ def load_hh(dataset: str = DEFAULT_DATASET, subset: str = "harmless-base", split
     full train split, where a stray malformed row should not stop a run).
     """
     local = Path(dataset).expanduser()
-    is_local = local.exists() or dataset.startswith((".", "/", "~"))
-    if is_local:
+    local_copy = is_local(dataset)
+    if local_copy:
         if not local.is_dir():
             raise HHAlignError(
                 f"dataset folder {dataset!r} does not exist: pass a folder laid out like Anthropic/hh-rlhf"
@@ -82,7 +73,7 @@ def load_hh(dataset: str = DEFAULT_DATASET, subset: str = "harmless-base", split
     datasets.logging.set_verbosity_error()
     datasets.disable_progress_bars()
     try:
-        ds = datasets.load_dataset(str(local) if is_local else dataset, data_dir=subset, split=split)
+        ds = datasets.load_dataset(str(local) if local_copy else dataset, data_dir=subset, split=split)
     except Exception as exc:  # noqa: BLE001 - datasets raises many types; the user needs one line
         raise HHAlignError(
             f"cannot load dataset {dataset!r} subset {subset!r} split {split!r}: {type(exc).__name__}: "
@@ -103,36 +94,6 @@ def load_hh(dataset: str = DEFAULT_DATASET, subset: str = "harmless-base", split
         return [row for i, row in enumerate(rows) if i not in dropped]
     raise HHAlignError(f"dataset {dataset!r} subset {subset!r} row {bad[0]} has no 'Human:'/'Assistant:' turns "
                        f"({len(bad)} such rows): rows must be HH-RLHF dialogues")
-
-
-def parse_turns(transcript: str) -> list[Turn]:
-    """Split an HH transcript into turns; blank lines inside a turn stay in that turn."""
-    text = "\n\n" + transcript.lstrip("\n")
-    marks = sorted(
-        (m.start(), m.end(), m.group(1)) for m in re.finditer(r"\n\n(Human|Assistant):", text)
-    )
-    if not any(role == "Human" for _, _, role in marks):
-        raise HHAlignError(
-            f"transcript has no 'Human:'/'Assistant:' turns: {transcript[:60]!r}...; rows must be HH-RLHF dialogues"
-        )
-    ends = [start for start, _, _ in marks[1:]] + [len(text)]
-    return [Turn(role, text[body:end].strip(" ")) for (_, body, role), end in zip(marks, ends)]
-
-
-def render_turns(turns: Sequence[Turn]) -> str:
-    """Inverse of :func:`parse_turns` for well-formed transcripts."""
-    return "".join(f"\n\n{t.role}: {t.text}" if t.text else f"\n\n{t.role}:" for t in turns)
-
-
-def split_final_reply(transcript: str) -> tuple[str, str]:
-    """(history up to and including the last assistant cue, the last assistant reply)."""
-    cut = transcript.rfind(ASSISTANT)
-    if cut < 0 or transcript.rfind(HUMAN) < 0:
-        raise HHAlignError(
-            f"transcript has no 'Human:'/'Assistant:' turns: {transcript[:60]!r}...; rows must be HH-RLHF dialogues"
-        )
-    cut += len(ASSISTANT)
-    return transcript[:cut], transcript[cut:].strip()
 
 
 def preference_pair(row: dict) -> PreferencePair:
@@ -164,18 +125,6 @@ def _common_prefix(a: str, b: str) -> str:
             break
         n += 1
     return a[:n]
-
-
-def paper_prompt(chosen: str) -> str:
-    """The study's prompt text: parts of ``chosen`` split on blank lines, minus a final "Assistant:" part.
-
-    This keeps the study's quirk: the last assistant turn is dropped only if its first paragraph is the
-    last part, and earlier blank-line paragraphs inside turns stay; no assistant cue is appended.
-    """
-    parts = chosen.strip().split("\n\n")
-    if parts and parts[-1].startswith("Assistant:"):
-        parts = parts[:-1]
-    return "\n\n".join(parts)
 
 
 def is_harmful_candidate(row: dict, keywords: Sequence[str] = HARMFUL_KEYWORDS) -> bool:
@@ -225,25 +174,6 @@ def build_prompt_set(name: str = "paper", dataset: str = DEFAULT_DATASET, split:
     return _number("harmful", [paper_prompt(r["chosen"]) for r in rng.sample(pool, min(n, len(pool)))]) + _number(
         "helpful", [paper_prompt(r["chosen"]) for r in rng.sample(helpful, min(n, len(helpful)))]
     )
-
-
-def json_lines(path: str | Path, shape: str) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for each non-blank line of a JSONL file; ``shape`` names a line's expected content."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise HHAlignError(f"{str(path)!r} cannot be read ({exc.strerror})") from None
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            raise HHAlignError(f"{path}:{lineno}: not valid JSON; write one {shape} per line") from None
-        if not isinstance(obj, dict):
-            raise HHAlignError(f"{path}:{lineno}: expected a JSON object, one {shape} per line")
-        yield lineno, obj
 
 
 def load_prompts_file(path: str | Path) -> list[EvalPrompt]:

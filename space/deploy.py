@@ -12,17 +12,14 @@ Usage:
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from hhalign.cli import run_main  # noqa: E402
-from hhalign.spaces_deploy import DeployConfig, deploy  # noqa: E402
+from hhalign.cli import run
+from hhalign.serving.deploy import DeployConfig, Staged, deploy
 
 
-def main(cfg: DeployConfig):
+def main(cfg: DeployConfig) -> Staged:
     return deploy(cfg)
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main, DeployConfig, description=__doc__))
+    sys.exit(run(main, [DeployConfig], description=__doc__))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,13 +20,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 HH_PATH = SHARED / "data" / "hh-rlhf"
 STUDY_RESPONSES = SHARED / "reference" / "pant2025" / "responses"
-sys.path.insert(0, str(ROOT))
 
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     """``TinyModels`` with ``.policy`` (tiny OPT) and ``.reward`` (tiny DeBERTa-v2 reward model) folders."""
-    from hhalign.tiny import build_tiny
+    from hhalign.testing.tiny import build_tiny
 
     return build_tiny(tmp_path_factory.mktemp("tiny"))
 
@@ -32,7 +33,7 @@ def tiny_models(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_adapter(tiny_models, tmp_path_factory):
     """A PEFT LoRA adapter folder on the tiny policy, with non-zero weights so it changes outputs."""
-    from hhalign.tiny import build_tiny_adapter
+    from hhalign.testing.tiny import build_tiny_adapter
 
     return build_tiny_adapter(tiny_models.policy, tmp_path_factory.mktemp("adapter") / "lora")
 
@@ -49,3 +50,23 @@ def study_responses() -> Path:
     if not STUDY_RESPONSES.is_dir():
         pytest.skip(f"the study's published ratings not found at {STUDY_RESPONSES}")
     return STUDY_RESPONSES
+
+
+@contextmanager
+def captured_log() -> Iterator[list[str]]:
+    """The messages hhalign logs (at INFO and above) while the block runs."""
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger("hhalign")
+    handler, level = Collect(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

@@ -4,8 +4,8 @@ import importlib.util
 import json
 
 from conftest import ROOT
-from hhalign.bench import DEBERTA_V3_LARGE, OPT_350M, BenchConfig, generation_flops, scoring_flops
-from hhalign.cli import run_main
+from hhalign.bench.run import DEBERTA_V3_LARGE, OPT_350M, BenchConfig, generation_flops, scoring_flops
+from hhalign.cli import run as cli_run
 
 
 def _bench_script():
@@ -18,7 +18,7 @@ def _bench_script():
 def test_bench_cli_prints_the_table_and_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     argv = ["--tiny", "--n", "3", "--dataset", "", "--max_new_tokens", "6", "--json", str(out)]
-    assert run_main(_bench_script().main, BenchConfig, argv=argv) == 0
+    assert cli_run(_bench_script().main, [BenchConfig], argv) == 0
     printed = capsys.readouterr().out
     for text in ("| generation | study's loop, fp32 |", "| scoring | engine, fp32 |", "token-identical", "FLOP floor"):
         assert text in printed
@@ -36,7 +36,7 @@ def test_bench_cli_prints_the_table_and_writes_json(tmp_path, capsys):
 
 
 def test_bench_refuses_bad_options(capsys):
-    assert run_main(_bench_script().main, BenchConfig, argv=["--tiny", "--n", "0", "--dataset", ""]) == 2
+    assert cli_run(_bench_script().main, [BenchConfig], ["--tiny", "--n", "0", "--dataset", ""]) == 2
     assert "--n must be a positive" in capsys.readouterr().err
 
 

@@ -6,6 +6,7 @@ import random
 import pytest
 
 from hhalign import data as hd
+from hhalign import protocol
 from hhalign.errors import HHAlignError
 
 
@@ -21,18 +22,18 @@ from hhalign.errors import HHAlignError
     ],
 )
 def test_parse_turns(transcript, expected):
-    assert [(t.role, t.text) for t in hd.parse_turns(transcript)] == expected
+    assert [(t.role, t.text) for t in protocol.parse_turns(transcript)] == expected
 
 
 @pytest.mark.parametrize("bad", ["just text", "", "\n\nAssistant: only the assistant"])
 def test_parse_turns_rejects_rows_without_turns(bad):
     with pytest.raises(HHAlignError, match="no 'Human:'/'Assistant:' turns"):
-        hd.parse_turns(bad)
+        protocol.parse_turns(bad)
 
 
 def test_render_turns_round_trips():
     text = "\n\nHuman: q1\n\nAssistant: a\n\nb\n\nHuman: q2\n\nAssistant: c"
-    assert hd.render_turns(hd.parse_turns(text)) == text
+    assert protocol.render_turns(protocol.parse_turns(text)) == text
 
 
 @pytest.mark.parametrize(
@@ -62,7 +63,7 @@ def test_preference_pair(row, prompt, chosen, rejected):
     ],
 )
 def test_paper_prompt(chosen, expected):
-    assert hd.paper_prompt(chosen) == expected
+    assert protocol.paper_prompt(chosen) == expected
 
 
 def test_paper_prompts_rebuild_the_studys_100(hh_path, study_responses):

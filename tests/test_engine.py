@@ -4,18 +4,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from hhalign.generation import (
-    budget_batches,
-    engine_kernels,
-    fast_format,
-    generate,
-    greedy_ids,
-    loop_ids,
-    prefill_groups,
-    to_fast,
-)
-from hhalign.models import load_policy, load_reward_model, parse_model_ref
-from hhalign.reward import memoized_rel_projections, score
+from hhalign.engine import generate
+from hhalign.engine.base import budget_batches, prefill_groups
+from hhalign.engine.batched import greedy_ids
+from hhalign.engine.hf import loop_ids
+from hhalign.engine.kernels import engine_kernels
+from hhalign.engine.precision import fast_format, to_fast
+from hhalign.engine.reward import memoized_rel_projections, score
+from hhalign.loading import load_policy, load_reward_model
+from hhalign.refs import parse_model_ref
 
 # Very different lengths: 3 tokens to several hundred, so prefill groups, padding and the KV layout all get exercised.
 PROMPTS = [
@@ -117,7 +114,7 @@ def test_fast_mode_runs_and_its_agreement_is_measurable(policy, prompt_ids):
     fast, fmt = to_fast(copy.deepcopy(policy.model), "cpu")
     out = greedy_ids(fast, prompt_ids, NEW, policy.tokenizer.eos_token_id, pad, batch_size=64)
     assert len(out) == len(prompt_ids) and all(len(o) <= NEW for o in out)
-    from hhalign.bench import _agreement
+    from hhalign.bench.run import _agreement
 
     same, share = _agreement(greedy_ids(policy.model, prompt_ids, NEW, policy.tokenizer.eos_token_id, pad), out)
     assert 0 <= same <= len(out) and 0.0 <= share <= 1.0
@@ -170,7 +167,7 @@ def test_vllm_backend_when_installed(policy, tmp_path):
 
     if not torch.cuda.is_available():
         pytest.skip("vLLM needs a CUDA GPU")
-    from hhalign.generation import vllm_ids
+    from hhalign.engine.vllm import vllm_ids
 
     policy.model.save_pretrained(tmp_path)
     policy.tokenizer.save_pretrained(tmp_path)

@@ -8,10 +8,11 @@ import sys
 import pytest
 
 from conftest import ROOT
-from hhalign.cli import run_main
-from hhalign.evaluate import EvalConfig, run
-from hhalign.metrics import PAPER_TABLE1
-from hhalign.records import read_jsonl
+from hhalign.cli import run as cli_run
+from hhalign.eval.config import EvalConfig
+from hhalign.eval.metrics import PAPER_TABLE1
+from hhalign.eval.run import run
+from hhalign.files import read_log as read_jsonl
 
 EVAL = [sys.executable, str(ROOT / "batch" / "eval.py")]
 OUTPUTS = ("prompts.jsonl", "responses.jsonl", "metrics.json", "report.md", "rates.png", "reward_boxes.png",
@@ -20,7 +21,7 @@ OUTPUTS = ("prompts.jsonl", "responses.jsonl", "metrics.json", "report.md", "rat
 
 def cli(argv, capsys):
     """Run batch/eval.py's main in-process; returns (exit code, stderr)."""
-    code = run_main(lambda cfg: run(cfg, log=lambda _: None), EvalConfig, argv=argv)
+    code = cli_run(lambda cfg: run(cfg), [EvalConfig], argv)
     return code, capsys.readouterr().err
 
 

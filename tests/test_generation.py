@@ -2,8 +2,9 @@
 
 import pytest
 
-from hhalign.generation import context_limit, encode_prompts, generate, model_input, postprocess
-from hhalign.models import load_policy, parse_model_ref
+from hhalign.engine import context_limit, encode_prompts, generate, model_input, postprocess
+from hhalign.loading import load_policy
+from hhalign.refs import parse_model_ref
 
 PROMPTS = [
     "Human: How do I boil an egg?",

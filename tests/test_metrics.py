@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from hhalign import metrics as hm
 from hhalign.errors import HHAlignError
-from hhalign.records import load_records
+from hhalign.eval import metrics as hm
+from hhalign.eval.records import load_records
 
 
 @pytest.mark.parametrize(

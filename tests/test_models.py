@@ -6,7 +6,8 @@ import shutil
 import pytest
 
 from hhalign.errors import HHAlignError
-from hhalign.models import ModelRef, load_policy, load_reward_model, parse_model_ref, parse_model_refs
+from hhalign.loading import load_policy, load_reward_model
+from hhalign.refs import ModelRef, parse_model_ref, parse_model_refs
 
 
 @pytest.mark.parametrize(

@@ -2,10 +2,11 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import hhalign
 from conftest import ROOT
-from hhalign.registry import load_registry, render_models_md
+from hhalign.publish.registry import load_registry, render_models_md
 
 
 def test_import_is_light():
@@ -33,7 +34,8 @@ def test_readme_opens_with_the_two_commands():
     assert "python -m pytest -q" in ci and "chromium" in ci
 
 
-SCRIPTS = sorted(str(p.relative_to(ROOT)) for d in ("batch", "training", "space") for p in (ROOT / d).glob("*.py"))
+SCRIPTS = sorted(str(p.relative_to(ROOT)) for d in ("batch", "training", "space") for p in (ROOT / d).glob("*.py")
+                 if p.name != "__init__.py")
 
 
 def test_every_script_prints_its_help():
@@ -45,3 +47,17 @@ def test_every_script_prints_its_help():
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, f"{script}: {err[-500:]}"
         assert "usage" in out.lower() and "python " in out, script
+
+
+def test_every_subcommand_prints_its_help():
+    from hhalign.cli import COMMANDS
+
+    hhalign = Path(sys.executable).with_name("hhalign")
+    procs = {name: subprocess.Popen([str(hhalign), name, "--help"], cwd=ROOT, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True) for name in COMMANDS}
+    assert set(procs) == {"eval", "bench", "sft", "dpo", "pipeline", "push", "space", "deploy", "tiny"}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"hhalign {name}: {err[-500:]}"
+        assert out.startswith(f"usage: hhalign {name}") and f"hhalign {name} " in out and "--config" in out, name
+

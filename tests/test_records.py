@@ -5,7 +5,9 @@ import json
 import pytest
 
 from hhalign.errors import HHAlignError
-from hhalign.records import JsonlWriter, load_records, read_jsonl
+from hhalign.eval.records import load_records
+from hhalign.files import JsonlWriter
+from hhalign.files import read_log as read_jsonl
 
 
 def test_writer_appends_and_repairs_a_torn_tail(tmp_path):

@@ -2,8 +2,8 @@
 
 import pytest
 
-from hhalign.models import load_reward_model
-from hhalign.reward import encode_pairs, score
+from hhalign.engine.reward import encode_pairs, score
+from hhalign.loading import load_reward_model
 
 PAIRS = [
     ("Human: How do I boil an egg?", "Put it in boiling water for seven minutes."),

@@ -20,10 +20,9 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 @pytest.fixture(scope="module")
 def app_module():
-    spec = importlib.util.spec_from_file_location("hhalign_space_app", APP)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from hhalign.serving import app
+
+    return app
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +34,12 @@ def demo_cache(tiny_models, tmp_path_factory):
     """
     import shutil
 
-    from hhalign.results import ensure_demo_results
+    from hhalign.eval.results import ensure_demo_results
 
     cache = tmp_path_factory.mktemp("space-cache")
     for part in ("policy", "reward"):
         shutil.copytree(getattr(tiny_models, part), cache / "models" / part)
-    ensure_demo_results(cache, log=lambda _: None)
+    ensure_demo_results(cache)
     return cache
 
 
@@ -58,13 +57,17 @@ def client(app_module, demo_cache):
         demo.close()
 
 
-def test_module_level_app_has_the_four_tabs_and_only_published_models(app_module):
+def test_module_level_app_has_the_four_tabs_and_only_published_models():
+    """space/app.py imported (as Gradio's reload mode does) builds the app from the registry's published models."""
     import gradio as gr
 
-    from hhalign.registry import load_registry
+    from hhalign.publish.registry import load_registry
 
-    assert isinstance(app_module.demo, gr.Blocks)
-    config = app_module.demo.get_config_file()
+    spec = importlib.util.spec_from_file_location("hhalign_space_app", APP)
+    space_app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(space_app)
+    assert isinstance(space_app.demo, gr.Blocks)
+    config = space_app.demo.get_config_file()
     labels = [c["props"].get("label") for c in config["components"] if c["type"] == "tabitem"]
     assert labels == ["Chat", "Compare", "Results", "About"]
     dropdown = next(c for c in config["components"] if c["type"] == "dropdown" and c["props"]["label"] == "Model")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import os
 import re
@@ -13,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from hhalign import spaces_deploy as sd
 from hhalign.errors import HHAlignError
+from hhalign.serving import deploy as sd
 
 ROOT = Path(__file__).resolve().parents[1]
 # import name -> requirement name, where they differ; gradio comes from the Space's sdk_version
@@ -23,19 +22,19 @@ DIST = {"yaml": "pyyaml"}
 # Imported only inside functions the Space never calls: hhalign.data.load_hh (HH-RLHF downloads for evaluation runs),
 # the training code (TRL) and the evaluator's optional GPU backend (vLLM). hhalign/__init__ re-exports those modules,
 # so the walk below reaches them, but their heavy imports never run in the Space.
-NOT_IN_THE_SPACE = {"datasets": "load_hh", "trl": "hhalign.train", "vllm": "generation backend='vllm'"}
+NOT_IN_THE_SPACE = {"datasets": "load_hh", "vllm": "generation backend='vllm'"}
 
 
 @pytest.fixture(scope="module")
 def results_dir(tmp_path_factory):
-    from hhalign.evaluate import EvalConfig, run
+    from hhalign.eval.config import EvalConfig
+    from hhalign.eval.run import run
 
     root = tmp_path_factory.mktemp("deploy-results")
     records = [{"model": m, "category": c, "prompt_id": f"{c}-0", "prompt": f"Human: {c}?", "response": "ok",
                 "reward": r} for m, r in (("base", -3.5), ("sft", -1.0)) for c in ("harmful", "helpful")]
     (root / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    run(EvalConfig(from_responses=[str(root / "in.jsonl")], out=str(root / "eval"), n_bootstrap=100),
-        log=lambda _: None)
+    run(EvalConfig(from_responses=[str(root / "in.jsonl")], out=str(root / "eval"), n_bootstrap=100))
     (root / "eval" / "models").mkdir()  # a stray folder that must not be shipped
     return root / "eval"
 
@@ -45,26 +44,18 @@ def staged(results_dir, tmp_path_factory):
     return sd.stage(tmp_path_factory.mktemp("staging") / "space", results_dir)
 
 
-def _deploy_main():
-    spec = importlib.util.spec_from_file_location("hhalign_space_deploy", ROOT / "space" / "deploy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _run_cli(argv: list[str]) -> int:
-    from hhalign.cli import run_main
+    from hhalign.cli import run as cli_run
 
-    module = _deploy_main()
-    return run_main(module.main, sd.DeployConfig, argv=argv)
+    return cli_run(sd.main, [sd.DeployConfig], argv)
 
 
 def test_staging_has_the_app_package_results_and_a_valid_front_matter(staged):
     import gradio
 
     files = set(staged.files)
-    assert {"app.py", "README.md", "requirements.txt", "hhalign/__init__.py", "hhalign/serving.py",
-            "hhalign/results.py", "hhalign/assets/registry.json", "results/metrics.json",
+    assert {"app.py", "README.md", "requirements.txt", "hhalign/__init__.py", "hhalign/serving/app.py",
+            "hhalign/eval/results.py", "hhalign/assets/registry.json", "results/metrics.json",
             "results/responses.jsonl", "results/report.md", "results/rates.png"} <= files
     assert not any(f.startswith("results/models") or "__pycache__" in f for f in files)
     meta, body = sd.read_front_matter((staged.path / "README.md").read_text())
@@ -75,26 +66,49 @@ def test_staging_has_the_app_package_results_and_a_valid_front_matter(staged):
     assert "python space/app.py --demo" in body
 
 
-def _imports(path: Path) -> tuple[set[str], set[str]]:
-    """(hhalign modules, third-party top-level packages) imported anywhere in ``path``, lazy imports included."""
-    own, other = set(), set()
+def _module_file(root: Path, dotted: str) -> Path | None:
+    base = root.joinpath(*dotted.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imports(root: Path, path: Path) -> tuple[set[Path], set[str], set[str]]:
+    """(staged hhalign files, missing hhalign modules, third-party top-level packages) that ``path`` imports anywhere,
+    lazy imports included; ``root`` is the staged Space folder."""
+    rel = path.relative_to(root).with_suffix("")
+    package = list(rel.parts[:-1]) if rel.name != "__init__" else list(rel.parts[:-1])
+    files, missing, other = set(), set(), set()
+
+    def want(dotted: str) -> None:
+        found = _module_file(root, dotted)
+        if found is None:
+            missing.add(dotted)
+        else:
+            files.add(found)
+
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                parts = alias.name.split(".")
-                if parts[0] == "hhalign":
-                    own.add(parts[1] if len(parts) > 1 else "__init__")
+                if alias.name.split(".")[0] == "hhalign":
+                    want(alias.name)
                 else:
-                    other.add(parts[0])
+                    other.add(alias.name.split(".")[0])
         elif isinstance(node, ast.ImportFrom):
-            parts = (node.module or "").split(".")
-            if node.level == 1:
-                own |= {parts[0]} if node.module else {a.name for a in node.names}
-            elif parts[0] == "hhalign":
-                own |= {"__init__", parts[1]} if len(parts) > 1 else {"__init__", *(a.name for a in node.names)}
-            elif node.level == 0:
-                other.add(parts[0])
-    return own, other
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                dotted = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                dotted = node.module or ""
+            if dotted.split(".")[0] != "hhalign":
+                other.add(dotted.split(".")[0])
+                continue
+            want(dotted)
+            for alias in node.names:  # `from hhalign.x import module`
+                if _module_file(root, f"{dotted}.{alias.name}") is not None:
+                    want(f"{dotted}.{alias.name}")
+    return files, missing, other
 
 
 def test_staging_contains_everything_app_imports(staged):
@@ -106,14 +120,11 @@ def test_staging_contains_everything_app_imports(staged):
         if path in seen:
             continue
         seen.add(path)
-        own, other = _imports(path)
+        files, missing, other = _imports(staged.path, path)
+        assert not missing, f"{path.relative_to(staged.path)} imports modules that are not staged: {missing}"
         third_party |= {n for n in other if n not in sys.stdlib_module_names}
-        for name in own:
-            module = staged.path / "hhalign" / f"{name}.py"
-            assert module.is_file() or (staged.path / "hhalign" / name).is_dir(), f"hhalign/{name} is not staged"
-            if module.is_file():
-                todo.append(module)
-    assert staged.path / "hhalign" / "serving.py" in seen and staged.path / "hhalign" / "evaluate.py" in seen
+        todo += files
+    assert {staged.path / "hhalign" / "serving" / "app.py", staged.path / "hhalign" / "eval" / "run.py"} <= seen
     required = {re.split(r"[=<>\[ ]", line)[0].lower()
                 for line in (staged.path / "requirements.txt").read_text().splitlines()
                 if line.strip() and not line.startswith("#")}
@@ -176,7 +187,7 @@ def test_deploy_creates_the_space_and_uploads_the_staging(monkeypatch, results_d
                         "--models sft=my-org/opt-350m-hh-sft")
     kwargs, files = upload[1], upload[2]
     assert kwargs["repo_id"] == "my-org/hhalign" and kwargs["repo_type"] == "space"
-    assert {"app.py", "README.md", "requirements.txt", "hhalign/serving.py", "results/metrics.json"} <= set(files)
+    assert {"app.py", "README.md", "requirements.txt", "hhalign/serving/app.py", "results/metrics.json"} <= set(files)
     assert not Path(kwargs["folder_path"]).exists(), "the temporary staging folder is removed after upload"
     assert "https://huggingface.co/spaces/my-org/hhalign" in capsys.readouterr().out
 

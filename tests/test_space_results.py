@@ -6,14 +6,15 @@ import json
 
 import pytest
 
-from hhalign import results as hres
 from hhalign.errors import HHAlignError
+from hhalign.eval import results as hres
 
 
 @pytest.fixture(scope="module")
 def results_dir(tmp_path_factory):
     """A real results folder: the evaluator's --from_responses over a few records, without plots."""
-    from hhalign.evaluate import EvalConfig, run
+    from hhalign.eval.config import EvalConfig
+    from hhalign.eval.run import run
 
     root = tmp_path_factory.mktemp("results")
     rewards = {"base": [-4.0, -3.5, -1.0, -2.5], "sft": [-2.0, -2.9, 0.5, -1.5]}
@@ -24,7 +25,7 @@ def results_dir(tmp_path_factory):
     src = root / "records.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in records))
     out = root / "eval"
-    run(EvalConfig(from_responses=[str(src)], out=str(out), plots=False, n_bootstrap=200), log=lambda _: None)
+    run(EvalConfig(from_responses=[str(src)], out=str(out), plots=False, n_bootstrap=200))
     return out
 
 

@@ -7,20 +7,18 @@ import shutil
 import pytest
 
 from hhalign.errors import HHAlignError
-from hhalign.serving import (
+from hhalign.serving.chat import (
     ChatService,
     DecodeOptions,
     Limits,
-    ModelPool,
-    add_models,
     best_indices,
     check_message,
     conversation_prompt,
     normalize_content,
-    registry_catalog,
     stream_reply,
     visible_text,
 )
+from hhalign.serving.pool import ModelPool, add_models, registry_catalog
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +62,7 @@ def test_message_caps_and_content_forms():
 
 
 def test_catalog_offers_only_published_registry_models_and_validated_extras(tmp_path):
-    from hhalign.registry import load_registry
+    from hhalign.publish.registry import load_registry
 
     published = [e.name for e in load_registry() if e.published]
     assert [e.name for e in registry_catalog()] == published
@@ -78,9 +76,10 @@ def test_catalog_offers_only_published_registry_models_and_validated_extras(tmp_
 
 def test_chat_follows_the_evaluators_chat_protocol(service, tiny_models):
     """Greedy streamed reply == the evaluator's batched generate() under protocol "chat"; then it is scored."""
-    from hhalign.generation import generate
-    from hhalign.models import load_policy, parse_model_ref
-    from hhalign.reward import score
+    from hhalign.engine import generate
+    from hhalign.engine.reward import score
+    from hhalign.loading import load_policy
+    from hhalign.refs import parse_model_ref
 
     updates = list(service.chat([], "How long should I boil an egg?", "tiny", DecodeOptions(12)))
     final = updates[-1]
@@ -126,7 +125,8 @@ def test_unknown_model_and_stopped_stream_release_the_model(service):
 
 
 def test_pool_evicts_least_recently_used_within_budget(tiny_models, tmp_path):
-    from hhalign.serving import estimate_bytes, parse_model_ref
+    from hhalign.refs import parse_model_ref
+    from hhalign.serving.pool import estimate_bytes
 
     second = tmp_path / "policy2"
     shutil.copytree(tiny_models.policy, second)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hhalign.tiny import CORPUS_PATH, MARKER_FILE, TinyModels, build_tiny
+from hhalign.testing.tiny import CORPUS_PATH, MARKER_FILE, TinyModels, build_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -149,7 +149,7 @@ def test_cli_builds_identical_files_quickly(tiny_models: TinyModels, tmp_path: P
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "hhalign.tiny", "--out", str(out)],
+        [sys.executable, "-m", "hhalign", "tiny", "--out", str(out)],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -7,7 +7,6 @@ project's demo pairs; they check plumbing, not learning.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -17,9 +16,15 @@ from types import SimpleNamespace
 
 import pytest
 
+from conftest import captured_log
 from hhalign import data as hdata
-from hhalign import train as htrain
+from hhalign.cli import main as cli_main
 from hhalign.errors import HHAlignError
+from hhalign.training import config as tconfig
+from hhalign.training import data as tdata
+from hhalign.training import pipeline as tpipe
+from hhalign.training import run as trun
+from hhalign.training import trl_config
 
 # PEFT calls a transformers method that transformers 5 renamed; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
@@ -38,11 +43,6 @@ def _error_line(err: str) -> str:
     return lines[-1]
 
 
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"training_{name}", ROOT / "training" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +60,12 @@ def one_thread():
 def runs(tiny_models, hh_path, tmp_path_factory, one_thread):
     """SFT, DPO and SFT+DPO (DPO on the SFT output) through the real entry scripts, on the local HH test split."""
     root = tmp_path_factory.mktemp("runs")
-    sft, dpo = _script("sft"), _script("dpo")
     common = ["--dataset", str(hh_path), "--split", "test", *TINY]
-    assert sft.main(["--config", str(RECIPES / "sft.yaml"), "--model_name_or_path", str(tiny_models.policy),
+    assert cli_main(["sft", "--config", "paper/sft", "--model_name_or_path", str(tiny_models.policy),
                      "--output_dir", str(root / "sft"), *common]) == 0
-    assert dpo.main(["--config", str(RECIPES / "dpo.yaml"), "--model_name_or_path", str(tiny_models.policy),
+    assert cli_main(["dpo", "--config", "paper/dpo", "--model_name_or_path", str(tiny_models.policy),
                      "--output_dir", str(root / "dpo"), *common]) == 0
-    assert dpo.main(["--config", str(RECIPES / "sft_dpo.yaml"), "--model_name_or_path", str(root / "sft"),
+    assert cli_main(["dpo", "--config", "paper/sft_dpo", "--model_name_or_path", str(root / "sft"),
                      "--output_dir", str(root / "sft_dpo"), *common]) == 0
     return SimpleNamespace(root=root, sft=root / "sft", dpo=root / "dpo", sft_dpo=root / "sft_dpo",
                            policy=tiny_models.policy)
@@ -76,8 +75,8 @@ def runs(tiny_models, hh_path, tmp_path_factory, one_thread):
 def demo(tmp_path_factory, one_thread):
     """The README's offline demo: ``training/pipeline.py --demo --output_dir DIR``."""
     out = tmp_path_factory.mktemp("demo")
-    lines: list[str] = []
-    result = htrain.run_pipeline(htrain.PipelineConfig(demo=True, output_dir=str(out)), log=lines.append)
+    with captured_log() as lines:
+        result = tpipe.run_pipeline(tpipe.PipelineConfig(demo=True, output_dir=str(out)))
     return SimpleNamespace(out=out, result=result, log=lines)
 
 
@@ -88,19 +87,19 @@ STUDY_COMMON = {"learning_rate": 2e-5, "per_device_train_batch_size": 2, "gradie
 
 
 @pytest.mark.parametrize("recipe, kind", [
-    ("sft.yaml", "sft"), ("dpo.yaml", "dpo"), ("sft_dpo.yaml", "dpo"),
+    ("paper/sft.yaml", "sft"), ("paper/dpo.yaml", "dpo"), ("paper/sft_dpo.yaml", "dpo"),
     ("improved/sft.yaml", "sft"), ("improved/dpo.yaml", "dpo"), ("improved/sft_dpo.yaml", "dpo"),
 ])
 def test_every_recipe_loads_into_its_config_classes(recipe, kind):
     from trl import DPOConfig, ModelConfig, SFTConfig
 
-    script, training, model = htrain.parse_args(kind, ["--config", str(RECIPES / recipe)])
+    script, training, model = tconfig.parse_args(kind, ["--config", str(RECIPES / recipe)])
     assert isinstance(training, SFTConfig if kind == "sft" else DPOConfig)
-    assert isinstance(model, ModelConfig) and isinstance(script, htrain.script_arguments_class(kind))
+    assert isinstance(model, ModelConfig) and isinstance(script, tconfig.script_arguments_class(kind))
     for key, value in STUDY_COMMON.items():
         assert getattr(training, key) == value, key
-    assert script.subsets == list(hdata.SUBSETS) and script.split == "train" and script.pad_with_eos
-    assert script.dataset == "Anthropic/hh-rlhf"
+    assert script.subsets == list(hdata.SUBSETS) and script.dataset_train_split == "train" and script.pad_with_eos
+    assert script.dataset_name == "Anthropic/hh-rlhf"
     if kind == "sft":
         assert model.model_name_or_path == "facebook/opt-350m" and not model.use_peft
         assert training.num_train_epochs == 2 and training.max_length == 512
@@ -112,38 +111,36 @@ def test_every_recipe_loads_into_its_config_classes(recipe, kind):
         assert script.drop_identical_pairs == recipe.startswith("improved")
         start = "outputs/opt-350m-hh-sft" + ("-improved" if recipe.startswith("improved") else "")
         assert model.model_name_or_path == (start if "sft_dpo" in recipe else "facebook/opt-350m")
-    if recipe.startswith("improved") and not htrain.has_bf16_device():
+    if recipe.startswith("improved") and not trl_config._bf16_available():
         assert training.bf16 is False and "float32" in training.hhalign_precision_note
     if not recipe.startswith("improved"):
         assert training.bf16 is False and training.hhalign_precision_note is None
 
 
-@pytest.mark.parametrize("recipe", ["pipeline.yaml", "improved/pipeline.yaml"])
+@pytest.mark.parametrize("recipe", ["paper/pipeline.yaml", "improved/pipeline.yaml"])
 def test_pipeline_recipes_load_and_name_existing_stage_recipes(recipe):
-    from hhalign.cli import parse_dataclass_args
+    from hhalign.config import Parser
 
-    cfg = parse_dataclass_args(htrain.PipelineConfig, ["--config", str(RECIPES / recipe)])
-    for stage, kind in htrain.STAGE_KIND.items():
-        path = ROOT / getattr(cfg, f"{stage}_recipe")
-        assert path.is_file()
-        htrain.parse_args(kind, ["--config", str(path)])
+    cfg = Parser([tpipe.PipelineConfig]).parse(["--config", str(RECIPES / recipe)])[0]
+    for stage, kind in tpipe.STAGE_KIND.items():
+        tconfig.parse_args(kind, ["--config", getattr(cfg, f"{stage}_recipe")])
 
 
 def test_recipe_typo_is_one_clear_line(tmp_path, capsys):
     bad = tmp_path / "typo.yaml"
-    bad.write_text((RECIPES / "sft.yaml").read_text().replace("learning_rate:", "learnig_rate:"))
-    assert _script("sft").main(["--config", str(bad)]) == 2
+    bad.write_text((RECIPES / "paper" / "sft.yaml").read_text().replace("learning_rate:", "learnig_rate:"))
+    assert cli_main(["sft", "--config", str(bad)]) == 2
     err = _error_line(capsys.readouterr().err)
     assert "'learnig_rate' (did you mean 'learning_rate'?)" in err
 
 
 def test_unknown_command_line_option_is_an_error(capsys):
-    assert _script("dpo").main(["--config", str(RECIPES / "dpo.yaml"), "--betta", "0.2"]) == 2
+    assert cli_main(["dpo", "--config", "paper/dpo", "--betta", "0.2"]) == 2
     assert "'betta' (did you mean 'beta'?)" in _error_line(capsys.readouterr().err)
 
 
 def test_command_line_overrides_the_recipe():
-    script, training, model = htrain.parse_args("dpo", ["--config", str(RECIPES / "dpo.yaml"), "--beta", "0.3",
+    script, training, model = tconfig.parse_args("dpo", ["--config", "paper/dpo", "--beta", "0.3",
                                                         "--subsets", "harmless-base", "--lora_r", "4"])
     assert training.beta == 0.3 and script.subsets == ["harmless-base"] and model.lora_r == 4
     assert training.learning_rate == 2e-5  # the rest stays the recipe's
@@ -151,14 +148,14 @@ def test_command_line_overrides_the_recipe():
 
 @pytest.mark.parametrize("script", ["sft", "dpo", "pipeline", "push"])
 def test_help_lists_the_documented_options(script, capsys):
-    from hhalign.cli import parse_dataclass_args
-    from hhalign.hub import PushConfig
+    from hhalign.config import Parser
+    from hhalign.publish.hub import PushConfig
 
     with pytest.raises(SystemExit) as exc:
-        if script in htrain.KINDS:
-            _script(script).main(["--help"])
+        if script in tconfig.KINDS:
+            cli_main([script, "--help"])
         else:
-            parse_dataclass_args(htrain.PipelineConfig if script == "pipeline" else PushConfig, ["--help"])
+            Parser([tpipe.PipelineConfig if script == "pipeline" else PushConfig]).parse(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
     wanted = {"sft": "--sft_format", "dpo": "--drop_identical_pairs", "pipeline": "--hub_model_prefix",
@@ -172,20 +169,20 @@ def test_accelerate_configs_parse_for_accelerate_launch():
 
     expected = {"multi_gpu.yaml": ("MULTI_GPU", None), "deepspeed_zero2.yaml": ("DEEPSPEED", 2),
                 "deepspeed_zero3.yaml": ("DEEPSPEED", 3)}
-    found = {p.name for p in (ROOT / "training" / "accelerate").glob("*.yaml")}
+    found = {p.name for p in (RECIPES / "accelerate").glob("*.yaml")}
     assert found == set(expected)
     for name, (kind, stage) in expected.items():
-        path = ROOT / "training" / "accelerate" / name
+        path = RECIPES / "accelerate" / name
         assert load_config_from_file(str(path)).distributed_type.value == kind
         args = launch_command_parser().parse_args(["--config_file", str(path), "training/sft.py", "--config",
-                                                   "training/recipes/sft.yaml"])
+                                                   "paper/sft"])
         args = _validate_launch_command(args)[0]
         assert args.training_script == "training/sft.py" and args.num_processes >= 1
         assert (args.use_deepspeed, getattr(args, "zero_stage", None)) == ((True, stage) if stage else (False, None))
 
 
 def test_library_imports_without_heavy_packages():
-    code = ("import sys, hhalign.train, hhalign.hub; "
+    code = ("import sys, hhalign, hhalign.training.config, hhalign.publish.hub, hhalign.eval.config, hhalign.cli; "
             "print([m for m in ('torch', 'transformers', 'trl', 'peft', 'datasets') if m in sys.modules])")
     out = subprocess.run([PY, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -195,32 +192,32 @@ def test_library_imports_without_heavy_packages():
 
 
 def test_pairs_are_built_by_the_evaluators_parser(hh_path):
-    assert htrain.preference_pair is hdata.preference_pair  # shared code, not a copy
+    assert hdata.preference_pair is hdata.preference_pair  # shared code, not a copy
     rows = hdata.load_hh(str(hh_path), "helpful-rejection-sampled", "test")
-    script = htrain.DPOScriptArguments(dataset=str(hh_path), subsets=["helpful-rejection-sampled"], split="test")
-    built = htrain.build_training_data("dpo", script, log=lambda _: None)
+    script = tconfig.DPOScriptArguments(dataset_name=str(hh_path), subsets=["helpful-rejection-sampled"],
+                                          dataset_train_split="test")
+    built = tdata.build_training_data("dpo", script)
     assert built.examples == [dataclasses.asdict(hdata.preference_pair(r)) for r in rows]
     identical = sum(p.chosen == p.rejected for p in map(hdata.preference_pair, rows))
     assert identical > 0 and built.info["identical_pairs"] == identical
     assert built.info["dropped_identical_pairs"] == 0
 
-    dropped = htrain.build_training_data("dpo", dataclasses.replace(script, drop_identical_pairs=True),
-                                         log=lambda _: None)
+    dropped = tdata.build_training_data("dpo", dataclasses.replace(script, drop_identical_pairs=True))
     assert dropped.info["examples"] == len(rows) - identical
     assert all(e["chosen"] != e["rejected"] for e in dropped.examples)
 
-    sft = htrain.SFTScriptArguments(dataset=str(hh_path), subsets=["helpful-rejection-sampled"], split="test")
-    text = htrain.build_training_data("sft", sft, log=lambda _: None)
+    sft = tconfig.SFTScriptArguments(dataset_name=str(hh_path), subsets=["helpful-rejection-sampled"],
+                                          dataset_train_split="test")
+    text = tdata.build_training_data("sft", sft)
     assert text.examples == [{"text": r["chosen"]} for r in rows]
-    pc = htrain.build_training_data("sft", dataclasses.replace(sft, sft_format="prompt_completion"),
-                                    log=lambda _: None)
+    pc = tdata.build_training_data("sft", dataclasses.replace(sft, sft_format="prompt_completion"))
     assert pc.examples[0] == {"prompt": hdata.preference_pair(rows[0]).prompt,
                               "completion": hdata.preference_pair(rows[0]).chosen}
     assert pc.examples[0]["prompt"].endswith("\n\nAssistant:")
 
 
 def test_demo_pairs_are_hh_dialogues_with_one_identical_pair():
-    rows = htrain.read_pairs_file(htrain.DEMO_PAIRS_PATH)
+    rows = tdata.read_pairs_file(tconfig.DEMO_PAIRS_PATH)
     assert len(rows) >= 20
     pairs = hdata.preference_pairs(rows)
     assert sum(p.chosen == p.rejected for p in pairs) == 1
@@ -232,18 +229,18 @@ def test_empty_dataset_after_filtering_fails_before_training(tiny_models, tmp_pa
     t = "\n\nHuman: Hi there\n\nAssistant: Hello!"
     same.write_text(json.dumps({"chosen": t, "rejected": t}) + "\n")
     out = tmp_path / "out"
-    code = _script("dpo").main(["--config", str(RECIPES / "improved/dpo.yaml"), "--dataset", str(same),
+    code = cli_main(["dpo", "--config", "improved/dpo", "--dataset", str(same),
                                 "--model_name_or_path", str(tiny_models.policy), "--output_dir", str(out)])
     err = _error_line(capsys.readouterr().err)
     assert code == 2
     assert "no training examples left after filtering" in err and "1 identical pairs dropped" in err
-    assert not (out / htrain.RUN_FILE).exists()
+    assert not (out / tconfig.RUN_FILE).exists()
 
 
 @pytest.mark.parametrize("model", ["no-such-org/no-such-model-hhalign", "./no/such/folder"])
 def test_missing_base_model_is_one_line(model, tmp_path, capsys):
-    code = _script("sft").main(["--config", str(RECIPES / "sft.yaml"), "--model_name_or_path", model,
-                                "--output_dir", str(tmp_path / "out"), "--dataset", str(htrain.DEMO_PAIRS_PATH)])
+    code = cli_main(["sft", "--config", "paper/sft", "--model_name_or_path", model,
+                                "--output_dir", str(tmp_path / "out"), "--dataset", str(tconfig.DEMO_PAIRS_PATH)])
     assert code == 2 and model.lstrip("./") in _error_line(capsys.readouterr().err)
 
 
@@ -251,22 +248,21 @@ def test_push_without_hub_id_or_token_fails_before_training(tiny_models, tmp_pat
     import huggingface_hub
     from huggingface_hub import constants
 
-    base = ["--config", str(RECIPES / "sft.yaml"), "--model_name_or_path", str(tiny_models.policy),
-            "--dataset", str(htrain.DEMO_PAIRS_PATH), "--output_dir", str(tmp_path / "out"), "--push_to_hub"]
-    sft = _script("sft")
-    assert sft.main(base) == 2
+    base = ["--config", "paper/sft", "--model_name_or_path", str(tiny_models.policy),
+            "--dataset", str(tconfig.DEMO_PAIRS_PATH), "--output_dir", str(tmp_path / "out"), "--push_to_hub"]
+    assert cli_main(["sft", *base]) == 2
     assert "--push_to_hub needs --hub_model_id org/name" in capsys.readouterr().err
-    assert sft.main([*base, "--hub_model_id", "someone/tiny"]) == 2
+    assert cli_main(["sft", *base, "--hub_model_id", "someone/tiny"]) == 2
     assert "HF_HUB_OFFLINE" in capsys.readouterr().err  # this test session is offline
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
-    assert sft.main([*base, "--hub_model_id", "someone/tiny"]) == 2
+    assert cli_main(["sft", *base, "--hub_model_id", "someone/tiny"]) == 2
     assert "needs a Hub token" in _error_line(capsys.readouterr().err)
     assert not (tmp_path / "out").exists()
 
 
 def test_script_errors_print_one_line_without_traceback(tmp_path):
-    proc = subprocess.run([PY, "training/dpo.py", "--config", str(RECIPES / "dpo.yaml"), "--push_to_hub",
+    proc = subprocess.run([PY, "training/dpo.py", "--config", "paper/dpo", "--push_to_hub",
                            "--output_dir", str(tmp_path / "o")], cwd=ROOT, capture_output=True, text=True,
                           env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 2
@@ -280,15 +276,15 @@ def test_script_errors_print_one_line_without_traceback(tmp_path):
 def test_runs_write_checkpoints_records_losses_and_cards(runs):
     for stage, kind in (("sft", "sft"), ("dpo", "dpo"), ("sft_dpo", "dpo")):
         folder = getattr(runs, stage)
-        record = json.loads((folder / htrain.RUN_FILE).read_text())
+        record = json.loads((folder / tconfig.RUN_FILE).read_text())
         assert record["status"] == "finished" and record["kind"] == kind
         assert record["timing"]["global_step"] == 2 and record["timing"]["seconds_per_step"] > 0
         assert record["data"]["rows"] == 16 and record["data"]["split"] == "test"
         assert (folder / "checkpoint-2").is_dir()
-        lines = (folder / htrain.LOSS_CSV).read_text().splitlines()
+        lines = (folder / tconfig.LOSS_CSV).read_text().splitlines()
         assert lines[0].startswith("step,epoch,loss") and len(lines) == 3
-        assert len(json.loads((folder / htrain.LOSS_JSON).read_text())) == 2
-        assert (folder / htrain.LOSS_PNG).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert len(json.loads((folder / tconfig.LOSS_JSON).read_text())) == 2
+        assert (folder / tconfig.LOSS_PNG).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         card = (folder / "README.md").read_text()
         assert "Not evaluated yet: no numbers are claimed" in card and "learning_rate" in card
     assert (runs.sft / "model.safetensors").exists() and not (runs.sft / "adapter_config.json").exists()
@@ -296,13 +292,14 @@ def test_runs_write_checkpoints_records_losses_and_cards(runs):
         assert (adapter / "adapter_config.json").exists() and not (adapter / "model.safetensors").exists()
     base = json.loads((runs.sft_dpo / "adapter_config.json").read_text())["base_model_name_or_path"]
     assert Path(base).resolve() == runs.sft.resolve()
-    dpo_record = json.loads((runs.dpo / htrain.RUN_FILE).read_text())
+    dpo_record = json.loads((runs.dpo / tconfig.RUN_FILE).read_text())
     assert dpo_record["recipe"]["beta"] == 0.1 and dpo_record["recipe"]["lora_r"] == 8
 
 
 def test_outputs_load_through_model_references_and_generate(runs):
-    from hhalign.generation import generate
-    from hhalign.models import load_policy, parse_model_ref
+    from hhalign.engine import generate
+    from hhalign.loading import load_policy
+    from hhalign.refs import parse_model_ref
 
     outputs = {}
     for stage in ("sft", "dpo", "sft_dpo"):
@@ -317,14 +314,13 @@ def test_outputs_load_through_model_references_and_generate(runs):
 
 
 def test_finished_run_is_reused_and_other_settings_are_refused(runs, hh_path, capsys):
-    dpo = _script("dpo")
-    argv = ["--config", str(RECIPES / "dpo.yaml"), "--model_name_or_path", str(runs.policy), "--output_dir",
+    argv = ["--config", "paper/dpo", "--model_name_or_path", str(runs.policy), "--output_dir",
             str(runs.dpo), "--dataset", str(hh_path), "--split", "test", *TINY]
     before = (runs.dpo / "adapter_model.safetensors").stat().st_mtime_ns
-    assert dpo.main(argv) == 0
-    assert "finished dpo run found (2 steps); not training again" in capsys.readouterr().out
+    assert cli_main(["dpo", *argv]) == 0
+    assert "finished dpo run found (2 steps); not training again" in capsys.readouterr().err
     assert (runs.dpo / "adapter_model.safetensors").stat().st_mtime_ns == before
-    assert dpo.main([*argv, "--learning_rate", "1e-4"]) == 2
+    assert cli_main(["dpo", *argv, "--learning_rate", "1e-4"]) == 2
     err = capsys.readouterr().err
     assert "holds a run with other settings (learning_rate: 2e-05 -> 0.0001)" in err
 
@@ -337,19 +333,19 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tiny_models, tmp_path,
             if state.global_step == 2:
                 raise RuntimeError("simulated crash after checkpoint-2")
 
-    argv = ["--config", str(RECIPES / "sft.yaml"), "--model_name_or_path", str(tiny_models.policy),
-            "--dataset", str(htrain.DEMO_PAIRS_PATH), "--output_dir", str(tmp_path / "sft"), *TINY,
+    argv = ["--config", "paper/sft", "--model_name_or_path", str(tiny_models.policy),
+            "--dataset", str(tconfig.DEMO_PAIRS_PATH), "--output_dir", str(tmp_path / "sft"), *TINY,
             "--max_steps", "3"]
     with pytest.raises(RuntimeError, match="simulated crash"):
-        htrain.run_training("sft", *htrain.parse_args("sft", argv), callbacks=[Crash()], log=lambda _: None)
-    assert json.loads((tmp_path / "sft" / htrain.RUN_FILE).read_text())["status"] == "running"
-    assert len((tmp_path / "sft" / htrain.LOSS_CSV).read_text().splitlines()) == 3  # kept during the run
-    lines: list[str] = []
-    record = htrain.run_training("sft", *htrain.parse_args("sft", argv), log=lines.append)
+        trun.run_training("sft", *tconfig.parse_args("sft", argv), callbacks=[Crash()])
+    assert json.loads((tmp_path / "sft" / tconfig.RUN_FILE).read_text())["status"] == "running"
+    assert len((tmp_path / "sft" / tconfig.LOSS_CSV).read_text().splitlines()) == 3  # kept during the run
+    with captured_log() as lines:
+        record = trun.run_training("sft", *tconfig.parse_args("sft", argv))
     assert any(line.startswith("resuming from") and line.endswith("checkpoint-2") for line in lines)
     assert record["resumed_from"].endswith("checkpoint-2") and record["timing"]["global_step"] == 3
     assert record["timing"]["steps_this_run"] == 1
-    assert [r["step"] for r in json.loads((tmp_path / "sft" / htrain.LOSS_JSON).read_text())] == [1, 2, 3]
+    assert [r["step"] for r in json.loads((tmp_path / "sft" / tconfig.LOSS_JSON).read_text())] == [1, 2, 3]
 
 
 # --- the demo pipeline --------------------------------------------------------------------------------------------
@@ -358,30 +354,30 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tiny_models, tmp_path,
 def test_demo_pipeline_trains_and_evaluates_four_models(demo):
     out = demo.out
     for stage in ("sft", "dpo", "sft_dpo"):
-        assert json.loads((out / stage / htrain.RUN_FILE).read_text())["status"] == "finished"
+        assert json.loads((out / stage / tconfig.RUN_FILE).read_text())["status"] == "finished"
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     assert list(metrics["models"]) == ["base", "sft", "dpo", "sft_dpo"]
     for m in metrics["models"].values():
         assert m["CAS"] is not None and len(m["ci95"]["CAS"]) == 2
     assert (out / "eval" / "report.md").exists() and (out / "eval" / "responses.jsonl").exists()
-    dpo_data = json.loads((out / "dpo" / htrain.RUN_FILE).read_text())["data"]
+    dpo_data = json.loads((out / "dpo" / tconfig.RUN_FILE).read_text())["data"]
     assert dpo_data["identical_pairs"] == 1 and dpo_data["dropped_identical_pairs"] == 0
     assert any("1 of 24 pairs have identical chosen and rejected replies" in line for line in demo.log)
 
 
 def test_demo_pipeline_rerun_skips_finished_stages(demo):
-    lines: list[str] = []
-    htrain.run_pipeline(htrain.PipelineConfig(demo=True, output_dir=str(demo.out)), log=lines.append)
+    with captured_log() as lines:
+        tpipe.run_pipeline(tpipe.PipelineConfig(demo=True, output_dir=str(demo.out)))
     assert sum("not training again" in line for line in lines) == 3
     assert sum("responses already generated" in line for line in lines) == 4
 
 
 def test_pipeline_launcher_runs_stages_as_subprocesses(demo):
-    lines: list[str] = []
-    result = htrain.run_pipeline(htrain.PipelineConfig(demo=True, output_dir=str(demo.out), launcher=PY,
-                                                       evaluate=False), log=lines.append)
+    with captured_log() as lines:
+        result = tpipe.run_pipeline(tpipe.PipelineConfig(demo=True, output_dir=str(demo.out), launcher=PY,
+                                                           evaluate=False))
     assert sum(line.startswith("== ") for line in lines) == 3
-    assert all(result["records"][s]["status"] == "finished" for s in htrain.STAGES)
+    assert all(result["records"][s]["status"] == "finished" for s in tconfig.STAGES)
 
 
 # --- publishing ---------------------------------------------------------------------------------------------------
@@ -415,12 +411,12 @@ def hub_calls(monkeypatch):
 def test_push_stages_adapter_card_and_metrics(demo, hub_calls, tmp_path):
     from huggingface_hub import ModelCard
 
-    from hhalign.hub import push_checkpoint
+    from hhalign.publish.hub import push_checkpoint
 
     metrics_path = demo.out / "eval" / "metrics.json"
     result = push_checkpoint(demo.out / "sft_dpo", "me/tiny-sft-dpo", token="hf_x", merge_adapter=True,
                              metrics_json=metrics_path, metrics_model="sft_dpo",
-                             base_model_hub_id="me/tiny-sft", log=lambda _: None)
+                             base_model_hub_id="me/tiny-sft")
     assert [name for name, _ in hub_calls] == ["create_repo", "upload_folder"]
     create, upload = hub_calls[0][1], hub_calls[1][1]
     assert create == {"repo_id": "me/tiny-sft-dpo", "token": "hf_x", "private": False, "exist_ok": True,
@@ -428,7 +424,8 @@ def test_push_stages_adapter_card_and_metrics(demo, hub_calls, tmp_path):
     files = upload["files"]
     assert upload["repo_id"] == "me/tiny-sft-dpo" and upload["repo_type"] == "model"
     for name in ("README.md", "adapter_config.json", "adapter_model.safetensors", "tokenizer.json",
-                 htrain.RUN_FILE, htrain.LOSS_CSV, htrain.LOSS_PNG, "merged/config.json", "merged/model.safetensors"):
+                 tconfig.RUN_FILE, tconfig.LOSS_CSV, tconfig.LOSS_PNG, "merged/config.json",
+                 "merged/model.safetensors"):
         assert name in files, name
     assert not any(n.startswith("checkpoint-") or n == "training_args.bin" for n in files)
     assert json.loads(files["adapter_config.json"])["base_model_name_or_path"] == "me/tiny-sft"
@@ -451,7 +448,8 @@ def test_push_stages_adapter_card_and_metrics(demo, hub_calls, tmp_path):
     assert 'subfolder="merged"' in text and "identical chosen and rejected replies: 1" in text
 
     # The merged weights load without PEFT and give the adapter's outputs.
-    from hhalign.models import load_policy, parse_model_ref
+    from hhalign.loading import load_policy
+    from hhalign.refs import parse_model_ref
 
     merged_dir = tmp_path / "merged"
     merged_dir.mkdir()
@@ -462,28 +460,28 @@ def test_push_stages_adapter_card_and_metrics(demo, hub_calls, tmp_path):
 
 
 def test_push_refuses_metrics_measured_on_another_model(demo, hub_calls):
-    from hhalign.hub import push_checkpoint
+    from hhalign.publish.hub import push_checkpoint
 
     with pytest.raises(HHAlignError, match="measured on .*, not on"):
         push_checkpoint(demo.out / "dpo", "me/tiny-dpo", token="hf_x", metrics_json=demo.out / "eval" / "metrics.json",
-                        metrics_model="sft", base_model_hub_id="me/base", log=lambda _: None)
+                        metrics_model="sft", base_model_hub_id="me/base")
     with pytest.raises(HHAlignError, match="base_model_hub_id"):
-        push_checkpoint(demo.out / "dpo", "me/tiny-dpo", token="hf_x", log=lambda _: None)
+        push_checkpoint(demo.out / "dpo", "me/tiny-dpo", token="hf_x")
     assert hub_calls == []
 
 
 def test_pipeline_publish_records_hub_ids_and_metrics_in_models_md(demo, hub_calls, tmp_path):
-    from hhalign.registry import REGISTRY_PATH, load_registry
+    from hhalign.publish.registry import REGISTRY_PATH, load_registry
 
     registry = tmp_path / "registry.json"
     shutil.copy(REGISTRY_PATH, registry)
     models_md = tmp_path / "models.md"
-    cfg = htrain.PipelineConfig(output_dir=str(demo.out), push_to_hub=True, hub_model_prefix="me/tiny",
+    cfg = tpipe.PipelineConfig(output_dir=str(demo.out), push_to_hub=True, hub_model_prefix="me/tiny",
                                 registry_path=str(registry), models_md=str(models_md), registry_suffix="_demo",
                                 base_model_hub_id="me/tiny-base")
-    records = {s: json.loads((demo.out / s / htrain.RUN_FILE).read_text()) for s in htrain.STAGES}
-    pushed = htrain.publish_stages(cfg, demo.out, demo.out / "eval" / "metrics.json",
-                                   str(demo.out / "tiny" / "policy"), records, log=lambda _: None)
+    records = {s: json.loads((demo.out / s / tconfig.RUN_FILE).read_text()) for s in tconfig.STAGES}
+    pushed = tpipe.publish_stages(cfg, demo.out, demo.out / "eval" / "metrics.json",
+                                   str(demo.out / "tiny" / "policy"), records)
     assert pushed == {"sft": "me/tiny-sft", "dpo": "me/tiny-dpo", "sft_dpo": "me/tiny-sft-dpo"}
     assert {c["token"] for name, c in hub_calls if name == "create_repo"} == {"hf_from_env"}
     uploads = [c for name, c in hub_calls if name == "upload_folder"]
@@ -491,12 +489,12 @@ def test_pipeline_publish_records_hub_ids_and_metrics_in_models_md(demo, hub_cal
     assert json.loads(uploads[2]["files"]["adapter_config.json"])["base_model_name_or_path"] == "me/tiny-sft"
     entries = {e.name: e for e in load_registry(registry)}
     measured = json.loads((demo.out / "eval" / "metrics.json").read_text())["models"]
-    for stage in htrain.STAGES:
+    for stage in tconfig.STAGES:
         entry = entries[f"{stage}_demo"]
         assert entry.ref == pushed[stage] and entry.role == stage
         assert entry.metrics["CAS"] == measured[stage]["CAS"]
         assert entry.metrics["ci95"]["CAS"] == measured[stage]["ci95"]["CAS"]
-        assert entry.command.startswith("python training/")
+        assert entry.command.startswith("hhalign ")
     assert entries["sft"].ref is None  # the study's entries are untouched by another run's names
     md = models_md.read_text()
     ci = measured["sft"]["ci95"]["HmR"]

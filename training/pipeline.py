@@ -6,32 +6,29 @@ Usage:
     python training/pipeline.py --demo --output_dir outputs/demo
 
     # the study on one GPU with the Hub, then publish the three checkpoints with evaluated model cards
-    python training/pipeline.py --config training/recipes/pipeline.yaml
-    python training/pipeline.py --config training/recipes/pipeline.yaml --push_to_hub \
+    python training/pipeline.py --config paper/pipeline
+    python training/pipeline.py --config paper/pipeline --push_to_hub \
         --hub_model_prefix you/opt-350m-hh
 
     # the improved recipes (registry names sft_improved, ...)
-    python training/pipeline.py --config training/recipes/improved/pipeline.yaml
+    python training/pipeline.py --config improved/pipeline
 
     # another base model, more SFT epochs, a cleaner subset: override instead of editing
-    python training/pipeline.py --config training/recipes/pipeline.yaml --base_model facebook/opt-125m \
+    python training/pipeline.py --config paper/pipeline --base_model facebook/opt-125m \
         --subsets harmless-base helpful-base --sft_overrides num_train_epochs=3 --output_dir outputs/opt125m
 
     # training stages on several GPUs
-    python training/pipeline.py --config training/recipes/pipeline.yaml \
-        --launcher "accelerate launch --config_file training/accelerate/multi_gpu.yaml"
+    python training/pipeline.py --config paper/pipeline \
+        --launcher "accelerate launch --config_file training/recipes/accelerate/multi_gpu.yaml"
 
 Re-running the same command skips finished stages, resumes an interrupted one from its last checkpoint, and
 resumes the evaluation where it stopped.
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from hhalign.cli import run_main  # noqa: E402
-from hhalign.train import PipelineConfig, run_pipeline  # noqa: E402
+from hhalign.cli import run
+from hhalign.training.pipeline import PipelineConfig, run_pipeline
 
 
 def main(cfg: PipelineConfig) -> dict:
@@ -39,4 +36,4 @@ def main(cfg: PipelineConfig) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main, PipelineConfig, description=__doc__))
+    sys.exit(run(main, [PipelineConfig], description=__doc__))

@@ -12,12 +12,9 @@ Usage:
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from hhalign.cli import run_main  # noqa: E402
-from hhalign.hub import PushConfig, push_main  # noqa: E402
+from hhalign.cli import run
+from hhalign.publish.hub import PushConfig, push_main
 
 
 def main(cfg: PushConfig) -> dict:
@@ -25,4 +22,4 @@ def main(cfg: PushConfig) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main, PushConfig, description=__doc__))
+    sys.exit(run(main, [PushConfig], description=__doc__))

@@ -1,0 +1,121 @@
+"""Generation and reward scoring engines.
+
+One interface, :class:`Generator`, with backends chosen by name (``--backend``):
+
+* ``engine`` (default; alias ``batched``): hhalign's batched engine (:mod:`.batched`), token-identical to one prompt at
+  a time in float32;
+* ``loop``: the study's loop, one ``model.generate`` call per prompt (:mod:`.hf`);
+* ``hf``: transformers ``generate`` on length-sorted, left-padded batches (:mod:`.hf`);
+* ``vllm``: vLLM on a GPU (:mod:`.vllm`).
+
+Reward scoring lives in :mod:`.reward`, precision modes in :mod:`.precision`, the engine's CPU kernels in
+:mod:`.kernels`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..errors import HHAlignError
+from ..protocol import model_input, postprocess
+from .base import DEFAULT_MAX_NEW_TOKENS, Generation, context_limit, encode_prompts
+
+GENERATORS: dict[str, type[Generator]] = {}
+ALIASES = {"batched": "engine"}
+
+
+def register_generator(name: str) -> Callable[[type], type]:
+    """Class decorator: make a :class:`Generator` subclass available under ``name``."""
+
+    def add(cls: type) -> type:
+        cls.name = name
+        GENERATORS[name] = cls
+        return cls
+
+    return add
+
+
+class Generator:
+    """A way to produce greedy continuations: new token ids (cut before EOS) for each prompt's token ids."""
+
+    name = ""
+
+    def generate_ids(self, model: Any, tokenizer: Any, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int,
+                     batch_size: int, progress: Any | None = None) -> list[list[int]]:
+        raise NotImplementedError
+
+
+def get_generator(name: str) -> Generator:
+    """The backend registered as ``name`` (or one of its aliases)."""
+    name = ALIASES.get(name, name)
+    if name not in GENERATORS:
+        raise HHAlignError(f"unknown generation backend {name!r}: use one of {', '.join(GENERATORS)}")
+    return GENERATORS[name]()
+
+
+@register_generator("engine")
+class EngineGenerator(Generator):
+    def __init__(self, token_budget: int | None = None):
+        self.token_budget = token_budget
+
+    def generate_ids(self, model, tokenizer, prompt_ids, max_new_tokens, batch_size, progress=None):
+        from .batched import greedy_ids
+
+        return greedy_ids(model, prompt_ids, max_new_tokens, tokenizer.eos_token_id, tokenizer.pad_token_id,
+                          batch_size, self.token_budget, progress)
+
+
+@register_generator("loop")
+class LoopGenerator(Generator):
+    def generate_ids(self, model, tokenizer, prompt_ids, max_new_tokens, batch_size, progress=None):
+        from .hf import loop_ids
+
+        return loop_ids(model, tokenizer, prompt_ids, max_new_tokens, progress)
+
+
+@register_generator("hf")
+class HFGenerator(Generator):
+    def generate_ids(self, model, tokenizer, prompt_ids, max_new_tokens, batch_size, progress=None):
+        from .hf import hf_batched_ids
+
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        return hf_batched_ids(model, prompt_ids, max_new_tokens, tokenizer.eos_token_id, pad, batch_size, progress)
+
+
+@register_generator("vllm")
+class VLLMGenerator(Generator):
+    def generate_ids(self, model, tokenizer, prompt_ids, max_new_tokens, batch_size, progress=None):
+        from .vllm import vllm_ids
+
+        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        ids = vllm_ids(model.name_or_path, prompt_ids, max_new_tokens, dtype, tokenizer.eos_token_id)
+        if progress is not None:
+            progress.update(len(ids))
+        return ids
+
+
+def generate(model: Any, tokenizer: Any, prompts: Sequence[str], protocol: str = "paper",
+             max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, batch_size: int = 8, progress: Any | None = None, *,
+             engine: str | Generator = "engine") -> list[Generation]:
+    """Greedy responses to ``prompts`` in input order, through the backend ``engine`` (a name or a Generator).
+
+    ``batch_size`` caps the rows decoded together; ``progress`` (a tqdm bar) is advanced as prompts finish.
+    """
+    if batch_size <= 0:
+        raise HHAlignError(f"--batch_size must be positive, got {batch_size}")
+    if max_new_tokens <= 0:
+        raise HHAlignError(f"--max_new_tokens must be positive, got {max_new_tokens}")
+    backend = get_generator(engine) if isinstance(engine, str) else engine
+    encoded = encode_prompts(tokenizer, [model_input(p, protocol) for p in prompts],
+                             context_limit(model, max_new_tokens))
+    new = backend.generate_ids(model, tokenizer, [e[0] for e in encoded], max_new_tokens, batch_size, progress)
+    results = []
+    for (prompt_ids, truncated), tokens in zip(encoded, new):
+        text = tokenizer.decode(tokens, skip_special_tokens=True)
+        results.append(Generation(postprocess(text, protocol), len(prompt_ids), len(tokens), truncated))
+    return results
+
+
+__all__ = ["ALIASES", "EngineGenerator", "Generation", "Generator", "GENERATORS", "HFGenerator", "LoopGenerator",
+           "VLLMGenerator", "generate", "get_generator", "register_generator"]

@@ -1,0 +1,70 @@
+"""Options of the evaluator (``batch/eval.py``, ``hhalign eval``), validated once when they are built."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .. import data as hdata
+from ..publish.registry import published_models
+from ..refs import DEFAULT_REWARD_MODEL
+from .metrics import DEFAULT_BOOTSTRAP, HARMLESS_THRESHOLD, HELPFUL_THRESHOLD, Thresholds
+
+
+@dataclass
+class EvalConfig:
+    """Options of ``batch/eval.py``; every field is a CLI flag (``--field_name`` or ``--field-name``)."""
+
+    models: list[str] = field(default_factory=published_models, metadata={
+        "help": "Models to evaluate: Hub ids (id@revision), local folders or PEFT adapters, optionally named "
+                "name=ref, e.g. base=facebook/opt-350m sft=org/opt-350m-hh-sft. Default: the published models of "
+                "the registry (models.md)."})
+    reward_model: str = field(default=DEFAULT_REWARD_MODEL, metadata={
+        "help": "Reward model (one-logit sequence classifier) scoring (prompt, response) pairs."})
+    dataset: str = field(default=hdata.DEFAULT_DATASET, metadata={
+        "help": "HH-RLHF Hub id or a local folder with the same layout (e.g. ../shared/data/hh-rlhf)."})
+    split: str = field(default="test", metadata={"help": "Dataset split the prompts come from."})
+    prompt_set: str = field(default="paper", metadata={
+        "help": "paper (the study's 100 prompts), harmful-all, sample (N seeded per category), demo, or a JSONL "
+                "file with category and prompt."})
+    n_per_category: int = field(default=50, metadata={"help": "Prompts per category for --prompt_set sample."})
+    seed: int = field(default=hdata.PAPER_SEED, metadata={"help": "Seed of the prompt sampling (the study: 100)."})
+    limit: int | None = field(default=None, metadata={"help": "Keep only the first N prompts of each category."})
+    protocol: Literal["paper", "chat"] = field(default="paper", metadata={
+        "help": "paper: the prompt as is (the study); chat: prompt + assistant cue, reply cut at the next "
+                "Human turn."})
+    max_new_tokens: int = field(default=50, metadata={"help": "Greedy decoding length limit (the study: 50)."})
+    batch_size: int = field(default=32, metadata={
+        "help": "Most prompts decoded together (one decode batch reads the weights once per token for all of them)."})
+    reward_batch_size: int | None = field(default=None, metadata={
+        "help": "Pairs per reward-model batch (default: --batch_size)."})
+    reward_max_length: int | None = field(default=None, metadata={
+        "help": "Truncate (prompt, response) pairs to this many reward-model tokens. Default: none, as in the "
+                "study; pairs over 512 tokens are counted in metrics.json."})
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(default="float32", metadata={
+        "help": "Weights' number format; auto: bfloat16 on capable GPUs, float32 elsewhere."})
+    mode: Literal["fp32", "exact", "fast"] = field(default="fp32", metadata={
+        "help": "fp32: hhalign's batched engine in float32, the same answers as one prompt at a time and rewards "
+                "within 1e-4; exact: the study's loop, one prompt and one pair per call (several times slower); fast: "
+                "the hardware's fastest number format (bfloat16 on GPUs and CPUs with AVX512-BF16/AMX, else int8 on "
+                "x86 CPUs), faster but answers and rewards may differ (batch/bench.py measures by how much)."})
+    device: str = field(default="auto", metadata={"help": "auto (CUDA when present), cpu, cuda or cuda:N."})
+    harmless_threshold: float = field(default=HARMLESS_THRESHOLD, metadata={
+        "help": "A response to a harmful prompt is harmless when reward >= this."})
+    helpful_threshold: float = field(default=HELPFUL_THRESHOLD, metadata={
+        "help": "A response to a helpful prompt is helpful when reward > this."})
+    n_bootstrap: int = field(default=DEFAULT_BOOTSTRAP, metadata={"help": "Bootstrap resamples for the 95% CIs."})
+    out: str = field(default="results/eval", metadata={"help": "Output folder (created; reused to resume)."})
+    prompts_only: bool = field(default=False, metadata={"help": "Write prompts.jsonl and stop."})
+    from_responses: list[str] = field(default_factory=list, metadata={
+        "help": "Compute metrics, plots and report from existing records (JSONL/JSON with model, category, prompt, "
+                "response, reward) or the study's published folder; loads no model."})
+    demo: bool = field(default=False, metadata={
+        "help": "Offline demo: tiny untrained models built on the spot and the project's own prompts."})
+    plots: bool = field(default=True, metadata={"help": "Write PNG plots."})
+    untrained_models: bool = field(default=False, metadata={
+        "help": "Label the outputs as a demo of tiny untrained models (set by --demo and the training demo)."})
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return Thresholds(self.harmless_threshold, self.helpful_threshold)

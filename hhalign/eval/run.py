@@ -1,0 +1,285 @@
+"""The evaluation run: prompts -> generations -> rewards -> metrics, plots, report.
+
+Every stage appends its records as it goes, so a killed run resumes where it stopped when started again with the
+same ``--out``; a run with different settings is refused rather than mixed into the same folder.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from .. import data as hdata
+from ..engine.precision import MODE_GUARANTEES, apply_mode, engine_for
+from ..env import provenance
+from ..errors import HHAlignError
+from ..files import JsonlWriter, read_json, read_log, write_json, write_jsonl
+from ..refs import ModelRef, parse_model_ref, parse_model_refs
+from .config import EvalConfig
+from .metrics import label, summarize
+from .records import load_records
+from .rundir import FILES, check_resume, prepare_out, run_fingerprint, write_prompts
+
+logger = logging.getLogger(__name__)
+
+
+def _bar(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="prompt", dynamic_ncols=True, leave=True)
+
+
+def demo_setup(cfg: EvalConfig, out: Path) -> EvalConfig:
+    """Point the config at tiny models built under ``out/models`` and the project's demo prompts."""
+    from ..testing.tiny import build_tiny, build_tiny_adapter
+
+    tiny = build_tiny(out / "models")
+    adapter = build_tiny_adapter(tiny.policy, out / "models" / "policy-lora")
+    return EvalConfig(**{**asdict(cfg), "models": [f"tiny={tiny.policy}", f"tiny_lora={adapter}"],
+                         "reward_model": str(tiny.reward), "prompt_set": "demo", "dataset": "",
+                         "n_bootstrap": min(cfg.n_bootstrap, 2000)})
+
+
+def load_prompts(cfg: EvalConfig) -> list[hdata.EvalPrompt]:
+    prompts = hdata.build_prompt_set(cfg.prompt_set, cfg.dataset, cfg.split, cfg.n_per_category, cfg.seed)
+    prompts = hdata.limit_prompts(prompts, cfg.limit)
+    if not prompts:
+        raise HHAlignError(f"prompt set {cfg.prompt_set!r} is empty after filtering; check --prompt_set and --limit")
+    return prompts
+
+
+
+def run(cfg: EvalConfig) -> dict:
+    """Run an evaluation as configured; returns the metrics mapping written to ``metrics.json``."""
+    if cfg.limit is not None and cfg.limit <= 0:
+        raise HHAlignError(f"--limit must be a positive number of prompts per category, got {cfg.limit}")
+    engine_for(cfg.mode)  # refuses an unknown --mode before any work
+    if cfg.mode == "fast" and cfg.dtype != "float32":
+        raise HHAlignError(f"--mode fast picks the number format itself; drop --dtype {cfg.dtype} or use --mode fp32")
+    out = prepare_out(cfg.out)
+    if cfg.from_responses:
+        records = [r for path in cfg.from_responses for r in load_records(path)]
+        if cfg.limit is not None:
+            seen: dict[tuple[str, str], int] = {}
+            for r in records:
+                seen[(r["model"], r["category"])] = seen.get((r["model"], r["category"]), 0) + 1
+                r["_keep"] = seen[(r["model"], r["category"])] <= cfg.limit
+            records = [{k: v for k, v in r.items() if k != "_keep"} for r in records if r["_keep"]]
+        settings = {"source": "from_responses", "files": [str(Path(p).resolve()) for p in cfg.from_responses]}
+        return finish(cfg, out, records, settings)
+    if cfg.demo:
+        logger.info(
+            "demo: tiny untrained models built offline; their scores are meaningless (this shows the pipeline only)")
+        cfg = demo_setup(cfg, out)
+    prompts = load_prompts(cfg)
+    if cfg.prompts_only:
+        write_prompts(out, prompts)
+        logger.info(f"wrote {len(prompts)} prompts to {out / FILES['prompts']}")
+        return {}
+    from ..loading import resolve_device
+
+    refs = parse_model_refs(cfg.models)
+    from ..loading import find_model
+
+    for ref in [*refs, parse_model_ref(cfg.reward_model)]:
+        find_model(ref)  # every model must be found before anything is written
+    device = resolve_device(cfg.device)
+    fingerprint = run_fingerprint(cfg, prompts, device)
+    check_resume(out, fingerprint, refs)
+    write_prompts(out, prompts)
+    logger.info(f"wrote {len(prompts)} prompts to {out / FILES['prompts']}")
+    model_info = generate_all(cfg, out, prompts, refs, device)
+    reward_info = score_all(cfg, out, prompts, refs, device)
+    wanted = {r.name for r in refs}
+    ids = {p.prompt_id for p in prompts}
+    records = [r for r in read_log(out / FILES["responses"]) if r["model"] in wanted and r["prompt_id"] in ids]
+    order = {r.name: i for i, r in enumerate(refs)}
+    records.sort(key=lambda r: order[r["model"]])
+    settings = {
+        "source": "generated",
+        "demo": cfg.demo or cfg.untrained_models,
+        "models": model_info,
+        "reward_model": reward_info,
+        "prompt_set": {"name": cfg.prompt_set, "dataset": cfg.dataset, "split": cfg.split, "seed": cfg.seed,
+                       "limit": cfg.limit, "n": len(prompts), "sha256": fingerprint["prompts_sha256"]},
+        "protocol": cfg.protocol,
+        "decoding": {"strategy": "greedy", "do_sample": False, "num_beams": 1, "max_new_tokens": cfg.max_new_tokens},
+        "truncation": truncation_stats(records, cfg),
+        "dtype": cfg.dtype,
+        "mode": {"name": cfg.mode, "guarantee": MODE_GUARANTEES[cfg.mode]},
+        "device": device,
+        "batch_size": cfg.batch_size,
+        "reward_batch_size": cfg.reward_batch_size or cfg.batch_size,
+    }
+    return finish(cfg, out, records, settings)
+
+
+def generate_all(cfg: EvalConfig, out: Path, prompts: list[hdata.EvalPrompt], refs: list[ModelRef],
+                 device: str) -> dict:
+    """Generate the missing responses of every model, appending each batch to generations.jsonl."""
+    from ..loading import load_policy
+
+    gen_path = out / FILES["generations"]
+    done = {(r["model"], r["prompt_id"]): r for r in read_log(gen_path)}
+    info: dict = {}
+    with JsonlWriter(gen_path) as writer:
+        for ref in refs:
+            todo = [p for p in prompts if (ref.name, p.prompt_id) not in done]
+            previous = next((r for (m, _), r in done.items() if m == ref.name), None)
+            if not todo:
+                info[ref.name] = previous["model_info"] if previous else {"name": ref.name, "ref": ref.ref}
+                logger.info(f"{ref.name}: all {len(prompts)} responses already generated")
+                continue
+            loaded = load_policy(ref, device=device, dtype=cfg.dtype)
+            loaded.model, engine = apply_mode(loaded.model, cfg.mode, device)
+            loaded.info["engine"] = engine
+            info[ref.name] = loaded.info
+            with _bar(len(todo), f"generate {ref.name}") as bar:
+                generate_in_chunks(loaded, todo, cfg, _saver(writer, done, ref, loaded.info), bar)
+            del loaded
+    return info
+
+
+def _saver(writer: JsonlWriter, done: dict, ref: ModelRef, model_info: dict) -> Callable:
+    """A callback that appends one chunk of generations and marks them done."""
+
+    def save(batch_prompts: list[hdata.EvalPrompt], gens: list) -> None:
+        rows = [{"model": ref.name, "model_ref": str(ref), "revision": model_info["revision"], **p.to_dict(),
+                 "response": g.response, "n_prompt_tokens": g.n_prompt_tokens, "n_new_tokens": g.n_new_tokens,
+                 "prompt_truncated": g.prompt_truncated, "model_info": model_info}
+                for p, g in zip(batch_prompts, gens)]
+        writer.write_many(rows)
+        done.update({(r["model"], r["prompt_id"]): r for r in rows})
+
+    return save
+
+
+def generate_in_chunks(loaded, todo: list[hdata.EvalPrompt], cfg: EvalConfig, save, bar) -> None:
+    """Generate in length-sorted chunks of a few batches, saving each chunk before starting the next."""
+    from ..engine import generate, model_input
+
+    lengths = [len(model_input(p.prompt, cfg.protocol)) for p in todo]
+    order = sorted(range(len(todo)), key=lambda i: -lengths[i])
+    chunk = cfg.batch_size * 4
+    for start in range(0, len(order), chunk):
+        part = [todo[i] for i in order[start : start + chunk]]
+        gens = generate(loaded.model, loaded.tokenizer, [p.prompt for p in part], cfg.protocol, cfg.max_new_tokens,
+                        cfg.batch_size, progress=bar, engine=engine_for(cfg.mode))
+        save(part, gens)
+
+
+def score_all(cfg: EvalConfig, out: Path, prompts: list[hdata.EvalPrompt], refs: list[ModelRef], device: str) -> dict:
+    """Score every generated response that has no reward yet, appending each chunk to responses.jsonl."""
+    from ..engine.reward import TRAINED_LENGTH, score
+    from ..loading import load_reward_model
+
+    resp_path = out / FILES["responses"]
+    scored = {(r["model"], r["prompt_id"]) for r in read_log(resp_path)}
+    wanted = {r.name for r in refs}
+    ids = {p.prompt_id for p in prompts}
+    todo = [g for g in read_log(out / FILES["generations"])
+            if g["model"] in wanted and g["prompt_id"] in ids and (g["model"], g["prompt_id"]) not in scored]
+    state_path = out / FILES["run"]
+    state = read_json(state_path, "run state", "delete the folder's run.json only if you mean to restart the run")
+    if not todo:
+        logger.info("all responses already scored")
+        return state.get("reward_info", {"ref": cfg.reward_model})
+    loaded = load_reward_model(cfg.reward_model, device=device, dtype=cfg.dtype)
+    loaded.model, loaded.info["engine"] = apply_mode(loaded.model, cfg.mode, device)
+    state["reward_info"] = loaded.info
+    write_json(state_path, state)
+    batch_size = cfg.reward_batch_size or cfg.batch_size
+    thresholds = cfg.thresholds
+    chunk = batch_size * 4
+    with JsonlWriter(resp_path) as writer, _bar(len(todo), "score") as bar:
+        for start in range(0, len(todo), chunk):
+            part = todo[start : start + chunk]
+            scores = score(loaded.model, loaded.tokenizer, [g["prompt"] for g in part], [g["response"] for g in part],
+                           batch_size, cfg.reward_max_length, progress=bar, engine=engine_for(cfg.mode))
+            rows = []
+            for g, s in zip(part, scores):
+                if s.reward != s.reward:  # NaN: never write a record that would poison the metrics
+                    raise HHAlignError(f"reward model returned NaN for {g['model']}/{g['prompt_id']}: try --dtype "
+                                       "float32; records scored so far are kept")
+                rec = {k: v for k, v in g.items() if k != "model_info"}
+                rec.update(reward=s.reward, label=label(g["category"], s.reward, thresholds),
+                           reward_tokens=s.n_tokens, reward_truncated=s.truncated,
+                           reward_over_trained_length=s.n_tokens > TRAINED_LENGTH)
+                rows.append(rec)
+            writer.write_many(rows)
+    return loaded.info
+
+
+def truncation_stats(records: list[dict], cfg: EvalConfig) -> dict:
+    from ..engine.reward import TRAINED_LENGTH
+
+    return {
+        "generation": "prompts longer than the model's context keep their last tokens",
+        "prompts_truncated": sum(bool(r.get("prompt_truncated")) for r in records),
+        "reward_max_length": cfg.reward_max_length,
+        "reward_pairs_truncated": sum(bool(r.get("reward_truncated")) for r in records),
+        f"reward_pairs_over_{TRAINED_LENGTH}_tokens": sum(bool(r.get("reward_over_trained_length")) for r in records),
+    }
+
+
+def finish(cfg: EvalConfig, out: Path, records: list[dict], settings: dict) -> dict:
+    """Summarize records into metrics.json, plots and report.md."""
+    from .report import render_report
+
+    thresholds = cfg.thresholds
+    summary = summarize(records, thresholds, n_boot=cfg.n_bootstrap)
+    settings = {
+        **settings,
+        "thresholds": {"harmless": thresholds.harmless, "helpful": thresholds.helpful},
+        "bootstrap": {"n": cfg.n_bootstrap, "seed": 0, "ci": 0.95, "method": "percentile"},
+        **provenance(),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+    metrics = {**summary, "settings": settings}
+    if settings.get("source") == "from_responses":
+        write_jsonl(out / FILES["responses"], ({**r, "label": label(r["category"], r["reward"], thresholds)}
+                                               for r in records))
+    write_json(out / FILES["metrics"], metrics)
+    plots = {}
+    if cfg.plots:
+        from .plots import write_plots
+
+        rewards: dict = {}
+        for r in records:
+            rewards.setdefault(r["model"], {"harmful": [], "helpful": []})[r["category"]].append(r["reward"])
+        title = "Demo (tiny untrained models: meaningless scores)" if settings.get("demo") else ""
+        plots = {k: p.name for k, p in write_plots(summary, rewards, out, title).items()}
+    (out / FILES["report"]).write_text(render_report(metrics, plots), encoding="utf-8")
+    for name, m in summary["models"].items():
+        logger.info(f"{name}: HmR {_pct(m['HmR'])}  HpR {_pct(m['HpR'])}  CAS {_pct(m['CAS'])}")
+    logger.info(summary["significance_note"])
+    if settings.get("demo"):
+        logger.info(
+            "demo: these numbers come from tiny untrained models and mean nothing; run real checkpoints for results")
+    logger.info(f"wrote {out / FILES['metrics']}, {out / FILES['responses']}, {out / FILES['report']}")
+    return metrics
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}%"
+
+
+def main(cfg: EvalConfig) -> dict:
+    """Evaluate checkpoints the way the study did: generate, score with a reward model, write metrics and plots.
+
+    Usage:
+        # the offline demo (tiny untrained models, no network)
+        hhalign eval --demo --out results/demo
+
+        # the study's protocol on the study's 100 prompts
+        hhalign eval --models base=facebook/opt-350m sft=org/opt-350m-hh-sft --out results/opt350m
+
+        # rebuild the study's prompts from a local HH-RLHF copy, or its Table 1 from its published ratings
+        hhalign eval --prompts_only --dataset ../shared/data/hh-rlhf --out results/prompts
+        hhalign eval --from_responses ../shared/reference/pant2025/responses --out results/paper
+    """
+    return run(cfg)
+

@@ -1,0 +1,210 @@
+"""Loading what a :class:`~hhalign.refs.ModelRef` names: a causal LM (or base + PEFT adapter) for generation, a
+one-logit reward model, their tokenizers, and a record of what was loaded for result files."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import HHAlignError
+from .refs import DEFAULT_REWARD_MODEL, ModelRef, check_ref, parse_model_ref
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+@dataclass
+class LoadedModel:
+    """A loaded model with its tokenizer and a record of what was loaded (for result files)."""
+
+    model: Any
+    tokenizer: Any
+    info: dict = field(default_factory=dict)
+
+
+def resolve_dtype(dtype: str, device: str) -> Any:
+    """``auto`` is bfloat16 on CUDA GPUs that support it and float32 elsewhere."""
+    import torch
+
+    if dtype not in DTYPES:
+        raise HHAlignError(f"unknown --dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+    if dtype == "auto":
+        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return getattr(torch, dtype)
+
+
+def resolve_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise HHAlignError(f"--device {device} asked for, but no CUDA GPU is visible: use --device cpu or auto")
+    return device
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+
+def find_model(ref: ModelRef) -> None:
+    """Check, loading nothing, that ``ref`` can be loaded: a local folder with a config, or (offline) a Hub id whose
+    config is in the local cache. Online Hub ids are checked when they load."""
+    check_ref(ref)
+    if ref.is_local or not _offline():
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    for name in ("config.json", "adapter_config.json"):
+        if isinstance(try_to_load_from_cache(ref.ref, name, revision=ref.revision), str):
+            return
+    raise load_error(ref, OSError("offline"))
+
+
+def adapter_config(ref: ModelRef) -> dict | None:
+    """The PEFT ``adapter_config.json`` of ``ref`` if it is an adapter, else None."""
+    if ref.is_local:
+        path = Path(ref.path) / "adapter_config.json"
+        return json.loads(path.read_text()) if path.exists() else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    try:
+        path = hf_hub_download(ref.ref, "adapter_config.json", revision=ref.revision)
+    except EntryNotFoundError:
+        return None
+    except LocalEntryNotFoundError:
+        # Offline: only a cached adapter_config.json proves an adapter; otherwise let the loader report.
+        return None
+    except Exception as exc:  # noqa: BLE001
+        raise load_error(ref, exc) from None
+    return json.loads(Path(path).read_text())
+
+
+def load_error(ref: ModelRef, exc: BaseException) -> HHAlignError:
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    low = str(exc).lower()
+    if _offline() or "offline" in low or "couldn't connect" in low or "cannot find the requested files" in low:
+        return HHAlignError(f"model {ref.ref!r} is not in the local Hugging Face cache and the Hub cannot be reached "
+                            "(offline): download it once with network, unset HF_HUB_OFFLINE, or pass a local folder")
+    if "not a valid model identifier" in low or "repository not found" in low or "404" in low:
+        return HHAlignError(f"model {ref.ref!r} was not found on the Hub: check the id (and --revision / @rev), "
+                            "log in for private models, or pass a local folder")
+    return HHAlignError(f"cannot load model {ref.ref!r}: {type(exc).__name__}: {msg}")
+
+
+def _fingerprint(path: str) -> str:
+    """Cheap identity of a local checkpoint: sha256 over config and weight-file names and sizes."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for p in sorted(Path(path).iterdir()):
+        if p.is_file() and p.suffix in {".json", ".safetensors", ".bin", ".model"}:
+            digest.update(p.name.encode())
+            digest.update(str(p.stat().st_size).encode())
+            if p.suffix == ".json":
+                digest.update(p.read_bytes())
+    return "local-" + digest.hexdigest()[:16]
+
+
+def _describe(ref: ModelRef, model: Any, extra: dict | None = None) -> dict:
+    commit = getattr(getattr(model, "config", None), "_commit_hash", None)
+    info = {
+        "name": ref.name,
+        "ref": ref.ref,
+        "requested_revision": ref.revision,
+        "revision": (_fingerprint(ref.path) if ref.is_local else commit or ref.revision or "main"),
+        "local": ref.is_local,
+    }
+    if extra:
+        info.update(extra)
+    return info
+
+
+def load_policy(ref: ModelRef, device: str = "cpu", dtype: str = "float32", merge_adapter: bool = True) -> LoadedModel:
+    """Load a causal LM (or base + PEFT adapter) and its tokenizer for left-padded batched generation."""
+    check_ref(ref)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch_dtype = resolve_dtype(dtype, device)
+    adapter = adapter_config(ref)
+    extra: dict = {"adapter": adapter is not None}
+    try:
+        if adapter is not None:
+            base_id = adapter.get("base_model_name_or_path")
+            if not base_id:
+                raise HHAlignError(f"adapter {ref.ref!r} names no base_model_name_or_path in adapter_config.json")
+            base_ref = parse_model_ref(base_id)
+            try:
+                check_ref(base_ref)
+                base = AutoModelForCausalLM.from_pretrained(base_ref.path, revision=base_ref.revision,
+                                                            dtype=torch_dtype, trust_remote_code=False)
+            except HHAlignError as exc:
+                raise HHAlignError(f"base model {base_id!r} of adapter {ref.ref!r} cannot be found ({exc}); "
+                                   "fix base_model_name_or_path in adapter_config.json") from None
+            except Exception as exc:  # noqa: BLE001
+                raise HHAlignError(f"base model {base_id!r} of adapter {ref.ref!r} cannot be loaded "
+                                   f"({load_error(base_ref, exc)}); fix base_model_name_or_path") from None
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(base, ref.path, revision=ref.revision)
+            if merge_adapter:
+                # Merged weights give the same logits and skip the LoRA matmuls at every step.
+                model = model.merge_and_unload()
+            extra.update(base_model=base_id, base_revision=_describe(base_ref, base)["revision"],
+                         merged=merge_adapter)
+            tok_source = ref.path if has_tokenizer(ref) else base_ref.path
+            tok_revision = ref.revision if has_tokenizer(ref) else base_ref.revision
+        else:
+            model = AutoModelForCausalLM.from_pretrained(ref.path, revision=ref.revision, dtype=torch_dtype,
+                                                         trust_remote_code=False)
+            tok_source, tok_revision = ref.path, ref.revision
+        tokenizer = AutoTokenizer.from_pretrained(tok_source, revision=tok_revision, trust_remote_code=False)
+    except HHAlignError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise load_error(ref, exc) from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    model.to(device).eval()
+    extra["dtype"] = str(torch_dtype).removeprefix("torch.")
+    return LoadedModel(model, tokenizer, _describe(ref, model, extra))
+
+
+def has_tokenizer(ref: ModelRef) -> bool:
+    if ref.is_local:
+        return any((Path(ref.path) / f).exists() for f in ("tokenizer.json", "tokenizer_config.json"))
+    from huggingface_hub import hf_hub_download
+
+    try:
+        hf_hub_download(ref.ref, "tokenizer_config.json", revision=ref.revision)
+        return True
+    except Exception:  # noqa: BLE001 - absent or unreachable: fall back to the base model's tokenizer
+        return False
+
+
+def load_reward_model(ref: ModelRef | str = DEFAULT_REWARD_MODEL, device: str = "cpu",
+                      dtype: str = "float32") -> LoadedModel:
+    """Load a one-logit sequence classifier (the reward model) and its tokenizer."""
+    ref = parse_model_ref(ref) if isinstance(ref, str) else ref
+    check_ref(ref)
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch_dtype = resolve_dtype(dtype, device)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(ref.path, revision=ref.revision, dtype=torch_dtype,
+                                                                   trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(ref.path, revision=ref.revision, trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001
+        raise load_error(ref, exc) from None
+    if model.config.num_labels != 1:
+        raise HHAlignError(f"reward model {ref.ref!r} has {model.config.num_labels} labels; it must output one "
+                           "score (e.g. OpenAssistant/reward-model-deberta-v3-large-v2)")
+    model.to(device).eval()
+    return LoadedModel(model, tokenizer, _describe(ref, model, {"dtype": str(torch_dtype).removeprefix("torch.")}))

@@ -1,0 +1,302 @@
+"""Conversations with a served model: input caps, streamed replies under the evaluator's ``chat`` protocol, the
+reward score of each reply, and the service the Space's handlers call."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..engine.base import context_limit, encode_prompts, greedy_config
+from ..errors import HHAlignError
+from ..eval.metrics import Thresholds, label
+from ..loading import LoadedModel
+from ..protocol import ASSISTANT, HUMAN_MARKERS, model_input, postprocess
+from .pool import ModelPool
+
+PROTOCOL = "chat"
+
+
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps that keep one visitor from monopolising a shared CPU or GPU."""
+
+    max_input_chars: int = 2000
+    max_new_tokens: int = 256
+    default_new_tokens: int = 64
+    # Oldest tokens are dropped beyond this, after the turn limit below.
+    max_prompt_tokens: int = 1024
+    max_turns: int = 8
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """Greedy (the evaluator's decoding) unless ``greedy`` is off; then nucleus sampling."""
+
+    max_new_tokens: int = 64
+    greedy: bool = True
+    temperature: float = 0.7
+    top_p: float = 0.9
+
+    def checked(self, limits: Limits) -> DecodeOptions:
+        n = int(self.max_new_tokens)
+        if not 1 <= n <= limits.max_new_tokens:
+            raise HHAlignError(f"max new tokens must be between 1 and {limits.max_new_tokens}, got {n}")
+        if not self.greedy and not (0.0 < float(self.temperature) <= 5.0):
+            raise HHAlignError(f"temperature must be in (0, 5], got {self.temperature}")
+        if not self.greedy and not (0.0 < float(self.top_p) <= 1.0):
+            raise HHAlignError(f"top-p must be in (0, 1], got {self.top_p}")
+        return DecodeOptions(n, bool(self.greedy), float(self.temperature), float(self.top_p))
+
+
+# --- conversations -------------------------------------------------------------------------------------------------
+
+
+def normalize_content(content: Any) -> str:
+    """Message content as text: a string (API) or a list of ``{"type": "text", "text": ...}`` parts (the UI)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return str(content.get("text") or content.get("content") or "")
+    if isinstance(content, (list, tuple)):
+        return "".join(normalize_content(part) for part in content)
+    return str(content)
+
+
+def check_message(message: Any, limits: Limits) -> str:
+    text = normalize_content(message).strip()
+    if not text:
+        raise HHAlignError("the message is empty: type a question first")
+    if len(text) > limits.max_input_chars:
+        raise HHAlignError(f"the message is {len(text)} characters long; the limit is {limits.max_input_chars}: "
+                           "shorten it")
+    return text
+
+
+def conversation_prompt(history: Sequence[tuple[str, str]], message: str, max_turns: int = 8) -> str:
+    """``Human: ...\\n\\nAssistant: ...\\n\\nHuman: message``: the HH transcript format the evaluator's prompts use.
+
+    The last ``max_turns - 1`` exchanges are kept; the reward model scores this text as the question, like the study.
+    """
+    keep = list(history)[-(max_turns - 1):] if max_turns > 1 else []
+    parts = [f"Human: {h}{ASSISTANT} {a}" for h, a in keep]
+    parts.append(f"Human: {message}")
+    return "\n\n".join(parts)
+
+
+def visible_text(raw: str) -> str:
+    """The reply so far as the user should see it: cut at a Human turn, holding back a half-streamed marker."""
+    text = raw
+    for marker in HUMAN_MARKERS:
+        cut = text.find(marker)
+        if cut >= 0:
+            text = text[:cut]
+    for marker in HUMAN_MARKERS:
+        for k in range(len(marker) - 1, 0, -1):
+            if text.endswith(marker[:k]):
+                text = text[:-k]
+                break
+    return postprocess(text, PROTOCOL)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A streamed reply: ``done`` on the final one, which alone carries the token counts."""
+
+    text: str
+    done: bool = False
+    n_prompt_tokens: int = 0
+    n_new_tokens: int = 0
+    prompt_truncated: bool = False
+
+
+def _sampling_config(tokenizer: Any, options: DecodeOptions) -> Any:
+    if options.greedy:
+        return greedy_config(tokenizer, options.max_new_tokens)
+    from transformers import GenerationConfig
+
+    return GenerationConfig(max_new_tokens=options.max_new_tokens, do_sample=True, temperature=options.temperature,
+                            top_p=options.top_p, pad_token_id=tokenizer.pad_token_id,
+                            eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
+
+
+def stream_reply(model: Any, tokenizer: Any, prompt: str, options: DecodeOptions,
+                 limits: Limits = Limits()) -> Iterator[Reply]:
+    """Stream the reply to ``prompt`` under the ``chat`` protocol (assistant cue in, cut at the next Human turn)."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+    text = model_input(prompt, PROTOCOL)
+    budget = min(limits.max_prompt_tokens, context_limit(model, options.max_new_tokens))
+    ((ids, truncated),) = encode_prompts(tokenizer, [text], budget)
+    n_prompt = len(ids)
+    cancel = threading.Event()
+    state = {"n_new": 0, "error": None}
+
+    class StopAtHumanTurn(StoppingCriteria):
+        # Generation ends at the next Human turn (the protocol), or when the listener went away.
+        def __call__(self, input_ids, scores, **kwargs):
+            new = input_ids[0, n_prompt:]
+            state["n_new"] = int(new.shape[0])
+            done = cancel.is_set() or any(m in tokenizer.decode(new, skip_special_tokens=True) for m in HUMAN_MARKERS)
+            return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    device = next(model.parameters()).device
+    kwargs = dict(input_ids=torch.tensor([ids], device=device),
+                  attention_mask=torch.ones((1, n_prompt), dtype=torch.long, device=device),
+                  generation_config=_sampling_config(tokenizer, options), streamer=streamer,
+                  stopping_criteria=StoppingCriteriaList([StopAtHumanTurn()]))
+
+    def work() -> None:
+        try:
+            with torch.inference_mode():
+                model.generate(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - re-raised in the caller's thread below
+            state["error"] = exc
+            streamer.end()
+
+    thread = threading.Thread(target=work, name="hhalign-generate", daemon=True)
+    thread.start()
+    raw = ""
+    try:
+        for piece in streamer:
+            raw += piece
+            if any(m in raw for m in HUMAN_MARKERS):
+                cancel.set()
+            yield Reply(visible_text(raw))
+    finally:
+        # Also reached when the consumer stops early: the model must be idle before its lock is released.
+        cancel.set()
+        thread.join()
+    if state["error"] is not None:
+        exc = state["error"]
+        raise HHAlignError(f"generation failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    yield Reply(postprocess(raw, PROTOCOL), True, n_prompt, state["n_new"], truncated)
+
+
+# --- scoring -------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A reply's raw reward and the study's labels for it under each prompt category."""
+
+    reward: float
+    harmless_label: str
+    helpful_label: str
+    n_tokens: int
+
+    def summary(self) -> str:
+        return f"reward {self.reward:+.2f} · {self.harmless_label} · {self.helpful_label}"
+
+    def to_dict(self) -> dict:
+        return {"reward": self.reward, "harmless_label": self.harmless_label, "helpful_label": self.helpful_label,
+                "reward_tokens": self.n_tokens}
+
+
+def score_reply(loaded: LoadedModel, prompt: str, reply: str, thresholds: Thresholds = Thresholds()) -> Scored:
+    """Score (conversation so far, reply) as the evaluator does; labels use the study's thresholds."""
+    from ..engine.reward import score
+
+    (s,) = score(loaded.model, loaded.tokenizer, [prompt], [reply], batch_size=1)
+    if s.reward != s.reward:
+        raise HHAlignError("the reward model returned NaN for this reply: try --dtype float32")
+    return Scored(s.reward, label("harmful", s.reward, thresholds), label("helpful", s.reward, thresholds), s.n_tokens)
+
+
+# --- the service the UI calls ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChatUpdate:
+    """One step of a chat turn: the reply so far, and on the last step its score and token counts."""
+
+    model: str
+    prompt: str
+    reply: str
+    done: bool = False
+    scored: Scored | None = None
+    n_new_tokens: int = 0
+    prompt_truncated: bool = False
+
+    def to_dict(self) -> dict:
+        out = {"model": self.model, "reply": self.reply, "new_tokens": self.n_new_tokens,
+               "prompt_truncated": self.prompt_truncated}
+        if self.scored:
+            out.update(self.scored.to_dict())
+        return out
+
+
+class ChatService:
+    """Chat and compare over a :class:`ModelPool` with input caps; what the Space's handlers call."""
+
+    def __init__(self, pool: ModelPool, limits: Limits = Limits(), thresholds: Thresholds = Thresholds()):
+        self.pool, self.limits, self.thresholds = pool, limits, thresholds
+
+    def prepare(self, names: Sequence[str]) -> None:
+        """Load models and the reward model outside any GPU-time window (ZeroGPU keeps them between calls)."""
+        for name in names:
+            self.pool.ensure(name)
+        self.pool.reward()
+
+    def _options(self, options: DecodeOptions | None) -> DecodeOptions:
+        return (options or DecodeOptions(self.limits.default_new_tokens)).checked(self.limits)
+
+    def chat(self, history: Sequence[tuple[str, str]], message: str, model: str,
+             options: DecodeOptions | None = None) -> Iterator[ChatUpdate]:
+        """Stream the reply of ``model`` to ``message`` after ``history`` ((user, reply) pairs); the last is scored."""
+        self.pool.entry(model)
+        message = check_message(message, self.limits)
+        options = self._options(options)
+        prompt = conversation_prompt(history, message, self.limits.max_turns)
+        final: Reply | None = None
+        with self.pool.use(model) as (lm, tok):
+            for part in stream_reply(lm, tok, prompt, options, self.limits):
+                if part.done:
+                    final = part
+                else:
+                    yield ChatUpdate(model, prompt, part.text)
+        assert final is not None
+        with self.pool.use_reward() as reward:
+            scored = score_reply(reward, prompt, final.text, self.thresholds)
+        yield ChatUpdate(model, prompt, final.text, True, scored, final.n_new_tokens, final.prompt_truncated)
+
+    def compare(self, message: str, options: DecodeOptions | None = None,
+                models: Sequence[str] | None = None) -> Iterator[list[ChatUpdate]]:
+        """Every model's reply to one single-turn prompt, in catalog order.
+
+        Yields the finished replies followed by the one being streamed; the last list holds every model, scored.
+        """
+        message = check_message(message, self.limits)
+        options = self._options(options)
+        names = list(models or self.pool.names())
+        for name in names:
+            self.pool.entry(name)
+        done: list[ChatUpdate] = []
+        for name in names:
+            update = None
+            for update in self.chat([], message, name, options):
+                yield [*done, update]
+            done.append(update)
+
+
+def best_indices(updates: Sequence[ChatUpdate]) -> list[int]:
+    """Indices of the highest-reward replies (several on a tie; identical replies score the same)."""
+    scored = {i: u.scored.reward for i, u in enumerate(updates) if u.scored is not None}
+    top = max(scored.values(), default=None)
+    return [i for i, r in scored.items() if r == top]
+
+
+def gpu(fn: Callable, duration: int = 60) -> Callable:
+    """``spaces.GPU(duration)`` on Hugging Face ZeroGPU hardware; the function itself everywhere else."""
+    try:
+        import spaces
+    except ImportError:
+        return fn
+    return spaces.GPU(duration=duration)(fn)

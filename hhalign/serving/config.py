@@ -1,0 +1,126 @@
+"""The Space's options and the backend built from them (catalog, pool, chat service, results folder)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import HHAlignError
+from ..refs import DEFAULT_REWARD_MODEL, parse_model_ref
+from .chat import ChatService, Limits
+from .pool import CatalogEntry, ModelPool, add_models, registry_catalog, validate_ref
+
+# --- the Space's configuration ---------------------------------------------------------------------------------------
+
+
+def _default_cache() -> str:
+    import os
+
+    return str(Path(os.environ.get("HHALIGN_CACHE", Path.home() / ".cache" / "hhalign")) / "space-demo")
+
+
+def _env(name: str, default: str) -> str:
+    import os
+
+    return os.environ.get(name, default)
+
+
+@dataclass
+class SpaceConfig:
+    """Options of ``space/app.py``; every field is a flag (``--memory_budget_gb`` or ``--memory-budget-gb``)."""
+
+    demo: bool = field(default=False, metadata={
+        "help": "Offline demo: tiny models (a policy and a LoRA adapter on it) and demo results, built once into "
+                "--cache_dir."})
+    models: list[str] = field(default_factory=list, metadata={
+        "help": "Extra models as name=ref (Hub id, local folder or PEFT adapter), validated like the evaluator's "
+                "--models; added to the registry's published models (or to the demo models)."})
+    reward_model: str = field(default=DEFAULT_REWARD_MODEL, metadata={
+        "help": "Reward model scoring each reply (in --demo: the tiny reward model)."})
+    results: str | None = field(default=None, metadata={
+        "help": "Evaluator results folder (metrics.json + responses.jsonl) for the Results tab. Default: results/ "
+                "next to app.py when present (the deployed Space), the demo results with --demo."})
+    cache_dir: str = field(default_factory=_default_cache, metadata={
+        "help": "Where --demo builds its tiny models and results (reused on later launches)."})
+    device: str = field(default="auto", metadata={"help": "auto (CUDA when present), cpu, cuda or cuda:N."})
+    dtype: str = field(default="auto", metadata={"help": "auto (bfloat16 on capable GPUs, else float32), float32, "
+                                                         "bfloat16 or float16."})
+    memory_budget_gb: float = field(default=8.0, metadata={
+        "help": "Weights kept loaded at once (GB); least recently used models are dropped beyond it."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Most new tokens a visitor may ask for."})
+    default_new_tokens: int = field(default=64, metadata={
+        "help": "New tokens per reply unless the visitor changes it."})
+    max_input_chars: int = field(default=2000, metadata={"help": "Longest message accepted, in characters."})
+    queue_size: int = field(default=32, metadata={"help": "Requests waiting at most; more are turned away."})
+    concurrency: int = field(default=1, metadata={
+        "help": "Generations running at once (chat and compare together); 1 suits a CPU Space."})
+    gpu_duration: int = field(default=60, metadata={"help": "Seconds of ZeroGPU time asked for per chat reply."})
+    host: str = field(default_factory=lambda: _env("GRADIO_SERVER_NAME", "127.0.0.1"), metadata={
+        "help": "Address to bind (default 127.0.0.1; Hugging Face Spaces set GRADIO_SERVER_NAME)."})
+    port: int = field(default_factory=lambda: int(_env("GRADIO_SERVER_PORT", "7860")), metadata={
+        "help": "Port to serve on."})
+
+    @property
+    def limits(self) -> Limits:
+        if not 1 <= self.default_new_tokens <= self.max_new_tokens:
+            raise HHAlignError(f"--default_new_tokens {self.default_new_tokens} must be between 1 and "
+                               f"--max_new_tokens {self.max_new_tokens}")
+        if self.max_input_chars < 1:
+            raise HHAlignError(f"--max_input_chars must be positive, got {self.max_input_chars}")
+        return Limits(max_input_chars=self.max_input_chars, max_new_tokens=self.max_new_tokens,
+                      default_new_tokens=self.default_new_tokens)
+
+
+@dataclass
+class Backend:
+    """What the UI needs: the chat service over the catalog, and the results folder (None when there is none)."""
+
+    config: SpaceConfig
+    service: ChatService
+    catalog: list[CatalogEntry]
+    results: Path | None
+    demo: bool
+
+    @property
+    def names(self) -> list[str]:
+        return [e.name for e in self.catalog]
+
+
+def demo_catalog(models_dir: str | Path) -> list[CatalogEntry]:
+    """The tiny policy and a LoRA adapter on it, under the names the evaluator's demo results use."""
+    models = Path(models_dir)
+    return [
+        CatalogEntry("tiny", validate_ref(parse_model_ref(f"tiny={models / 'policy'}")), "base (demo)",
+                     "A tiny OPT-shaped model with random weights, built offline: it babbles, by design."),
+        CatalogEntry("tiny_lora", validate_ref(parse_model_ref(f"tiny_lora={models / 'policy-lora'}")),
+                     "adapter (demo)", "A LoRA adapter on the tiny model; it shares the tiny model's weights in "
+                     "memory, as the DPO adapters share OPT-350M's."),
+    ]
+
+
+def build_backend(cfg: SpaceConfig, app_dir: str | Path | None = None) -> Backend:
+    """Catalog, pool and results folder for ``cfg``; nothing but the demo build is loaded here."""
+    from ..eval.results import ensure_demo_results
+
+    limits = cfg.limits
+    if cfg.concurrency < 1 or cfg.queue_size < 1:
+        raise HHAlignError("--concurrency and --queue_size must be at least 1")
+    if cfg.memory_budget_gb <= 0:
+        raise HHAlignError(f"--memory_budget_gb must be positive, got {cfg.memory_budget_gb}")
+    results = Path(cfg.results).expanduser() if cfg.results else None
+    if results is not None and not (results / "metrics.json").is_file():
+        raise HHAlignError(f"--results {cfg.results!r} has no metrics.json: run python batch/eval.py --out "
+                           f"{cfg.results} first, or pass the folder it wrote")
+    if cfg.demo:
+        demo_dir = ensure_demo_results(cfg.cache_dir)
+        catalog = add_models(demo_catalog(demo_dir / "models"), cfg.models)
+        reward = cfg.reward_model if cfg.reward_model != DEFAULT_REWARD_MODEL else str(demo_dir / "models" / "reward")
+        results = results or demo_dir
+    else:
+        catalog = registry_catalog(cfg.models)
+        reward = cfg.reward_model
+        shipped = Path(app_dir) / "results" if app_dir else None
+        if results is None and shipped is not None and (shipped / "metrics.json").is_file():
+            results = shipped
+    pool = ModelPool(catalog, reward, cfg.device, cfg.dtype, cfg.memory_budget_gb)
+    return Backend(cfg, ChatService(pool, limits), catalog, results, cfg.demo)

@@ -1,0 +1,217 @@
+"""Stage the Hugging Face Space (app.py, the hhalign package, a results folder, requirements, README with front
+matter) into a folder, and upload it. ``space/deploy.py`` is the command line."""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import HHAlignError
+
+logger = logging.getLogger(__name__)
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+# The Space's own files: space/ in a checkout, the package data hhalign.space_files in a wheel.
+SPACE_FILES = ("app.py", "README.md", "requirements.txt")
+
+
+def space_files_dir() -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("hhalign.space_files")))
+RESULT_PATTERNS = ("metrics.json", "responses.jsonl", "report.md", "*.png")
+MARKER = ".hhalign-space-staging"
+_SPACE_ID = re.compile(r"^[A-Za-z0-9][\w\-.]{0,95}/[A-Za-z0-9][\w\-.]{0,95}$")
+
+
+@dataclass
+class DeployConfig:
+    """Options of ``space/deploy.py``; every field is a flag."""
+
+    space_id: str = field(default="", metadata={"help": "The Space to create or update, as org/name."})
+    results: str | None = field(default=None, metadata={
+        "help": "Evaluator results folder to ship for the Results tab (metrics.json, responses.jsonl, report.md, "
+                "PNGs; no models)."})
+    staging: str | None = field(default=None, metadata={
+        "help": "Folder to stage into (default: a temporary folder, removed after upload; kept with --dry_run)."})
+    dry_run: bool = field(default=False, metadata={"help": "Stage and list the files; upload nothing."})
+    private: bool = field(default=False, metadata={"help": "Create the Space as private."})
+    space_args: str | None = field(default=None, metadata={
+        "help": "Launch options for the deployed app, stored as the Space variable HHALIGN_SPACE_ARGS, "
+                "e.g. \"--models sft=org/opt-350m-hh-sft --memory_budget_gb 12\"."})
+    token: str | None = field(default=None, metadata={
+        "help": "Hugging Face token with write access (default: HF_TOKEN or the `hf auth login` token)."})
+
+
+def check_space_id(space_id: str) -> str:
+    if not space_id:
+        raise HHAlignError("--space_id is required: pass the Space as org/name, e.g. --space_id my-org/hhalign")
+    if not _SPACE_ID.match(space_id) or ".." in space_id or space_id.endswith((".git", "-", ".")):
+        raise HHAlignError(f"--space_id {space_id!r} is not a valid Space id: use org/name with letters, digits, "
+                           "'-', '_', '.'")
+    return space_id
+
+
+def space_models(reward_model: str | None = None) -> list[str]:
+    """Hub ids the Space uses: the registry's published models and the reward model (for the README's front matter)."""
+    from ..publish.registry import load_registry
+    from ..refs import DEFAULT_REWARD_MODEL, parse_model_ref
+
+    ids = [parse_model_ref(e.model_arg()).ref for e in load_registry() if e.published]
+    ids.append(reward_model or DEFAULT_REWARD_MODEL)
+    return list(dict.fromkeys(i for i in ids if "/" in i and not Path(i).exists()))
+
+
+def read_front_matter(text: str) -> tuple[dict, str]:
+    """(YAML front matter, body) of a Space README."""
+    import yaml
+
+    match = re.match(r"^---\n(.*?)\n---\n?(.*)$", text, re.S)
+    if not match:
+        raise HHAlignError("space/README.md has no YAML front matter between --- lines: restore it from git")
+    return yaml.safe_load(match.group(1)) or {}, match.group(2)
+
+
+def render_readme(text: str, models: list[str]) -> str:
+    """The README with its ``models:`` list replaced, so the Space card never drifts from the registry."""
+    import yaml
+
+    meta, body = read_front_matter(text)
+    meta["models"] = models
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n" + body
+
+
+@dataclass
+class Staged:
+    """A staged Space folder and the files in it (relative paths, sorted)."""
+
+    path: Path
+    files: list[str]
+
+
+def _prepare(out: Path) -> None:
+    if out.exists() and any(out.iterdir()):
+        if not (out / MARKER).exists():
+            raise HHAlignError(f"--staging {str(out)!r} is not empty and was not made by space/deploy.py: "
+                               "choose an empty or new folder")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("staged by space/deploy.py; safe to delete\n")
+
+
+def stage(out_dir: str | Path, results: str | Path | None = None, space_dir: Path | None = None) -> Staged:
+    """Copy what the Space runs into ``out_dir``: app.py, README.md, requirements.txt, hhalign/ and results/."""
+    out = Path(out_dir).expanduser().resolve()
+    res = Path(results).expanduser() if results else None
+    if res is not None and not (res / "metrics.json").is_file():
+        raise HHAlignError(f"--results {str(results)!r} has no metrics.json: run python batch/eval.py --out "
+                           f"{results} first")
+    space_dir = space_dir or space_files_dir()
+    for name in SPACE_FILES:
+        if not (space_dir / name).is_file():
+            raise HHAlignError(f"{name} is missing from {space_dir}: restore it from git or reinstall hhalign")
+    _prepare(out)
+    for name in SPACE_FILES:
+        if name == "README.md":
+            text = render_readme((space_dir / name).read_text(encoding="utf-8"), space_models())
+            (out / name).write_text(text, encoding="utf-8")
+        else:
+            shutil.copy2(space_dir / name, out / name)
+    shutil.copytree(PACKAGE_DIR, out / "hhalign",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+    if res is not None:
+        (out / "results").mkdir()
+        for pattern in RESULT_PATTERNS:
+            for path in sorted(res.glob(pattern)):
+                shutil.copy2(path, out / "results" / path.name)
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != MARKER)
+    return Staged(out, files)
+
+
+def _token(token: str | None) -> str:
+    from huggingface_hub import get_token
+
+    token = token or get_token()
+    if not token:
+        raise HHAlignError("no Hugging Face token: run `hf auth login` or set HF_TOKEN to a token with write access "
+                           "(or use --dry_run to stage only)")
+    return token
+
+
+def _hub_error(space_id: str, exc: BaseException) -> HHAlignError:
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if status in (401, 403):
+        return HHAlignError(f"the Hub refused to write {space_id!r} (HTTP {status}): use a token with write access "
+                            "to that namespace")
+    if status is None and isinstance(exc, OSError):
+        return HHAlignError(f"cannot reach the Hugging Face Hub ({first}): check the network, or use --dry_run")
+    return HHAlignError(f"uploading to {space_id!r} failed: {first}")
+
+
+def upload(staged: Staged, space_id: str, token: str | None = None, private: bool = False,
+           space_args: str | None = None, api: Any = None) -> str:
+    """Create the Space if needed and replace its code and results with the staged folder; returns its URL."""
+    check_space_id(space_id)
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=_token(token))
+    try:
+        api.create_repo(space_id, repo_type="space", space_sdk="gradio", exist_ok=True, private=private)
+        if space_args:
+            api.add_space_variable(space_id, "HHALIGN_SPACE_ARGS", space_args)
+        api.upload_folder(repo_id=space_id, repo_type="space", folder_path=str(staged.path),
+                          commit_message="Update the hhalign Space", ignore_patterns=[MARKER],
+                          # Files dropped from hhalign/ or results/ since the last upload must not linger there.
+                          delete_patterns=["hhalign/**", "results/**"])
+    except HHAlignError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise _hub_error(space_id, exc) from None
+    return f"https://huggingface.co/spaces/{space_id}"
+
+
+def deploy(cfg: DeployConfig, api: Any = None) -> Staged:
+    """Stage, then upload unless ``dry_run``; a temporary staging folder is removed after the upload."""
+    import tempfile
+
+    check_space_id(cfg.space_id)
+    if not cfg.dry_run and api is None:
+        _token(cfg.token)  # fail before staging when no upload could happen
+    temp = None
+    if cfg.staging:
+        out = Path(cfg.staging)
+    else:
+        temp = Path(tempfile.mkdtemp(prefix="hhalign-space-"))
+        out = temp / "space"
+    try:
+        staged = stage(out, cfg.results)
+        logger.info(f"staged {len(staged.files)} files in {staged.path}")
+        if cfg.dry_run:
+            print("\n".join(staged.files))
+            return staged
+        url = upload(staged, cfg.space_id, cfg.token, cfg.private, cfg.space_args, api)
+        print(f"uploaded: {url}")
+        return staged
+    finally:
+        if temp is not None and not cfg.dry_run:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def main(cfg: DeployConfig) -> Staged:
+    """Publish the Space: stage app.py, the hhalign package, a results folder and requirements, then upload them.
+
+    Usage:
+        # see exactly what would be uploaded (nothing leaves this machine)
+        hhalign deploy --space_id my-org/hhalign --results results/opt350m --dry_run --staging /tmp/hhalign-space
+
+        # create or update the Space (needs `hf auth login` or HF_TOKEN with write access)
+        hhalign deploy --space_id my-org/hhalign --results results/opt350m
+    """
+    return deploy(cfg)
+

@@ -1,0 +1,138 @@
+"""The examples a training run sees: HH-RLHF rows (Hub, local copy or a JSONL file of pairs), sampled and turned into
+SFT text, prompt/completion or DPO preference triples, with counts of everything dropped."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..data import DEFAULT_DATASET, SUBSETS, preference_pair
+from ..errors import HHAlignError
+from .config import SFT_FORMATS, ScriptArguments
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingData:
+    """The examples a trainer sees and how they were obtained (recorded with the run and on the model card)."""
+
+    examples: list[dict]
+    info: dict
+
+
+def read_pairs_file(path: str | Path) -> list[dict]:
+    """Rows ``{"chosen", "rejected"}`` (HH transcripts) from a JSONL file."""
+    from ..files import json_lines
+
+    path = Path(path)
+    rows = []
+    for lineno, obj in json_lines(path, "{chosen, rejected} object"):
+        if not all(isinstance(obj.get(k), str) for k in ("chosen", "rejected")):
+            raise HHAlignError(f"{path}:{lineno}: needs string fields 'chosen' and 'rejected' (HH transcripts)")
+        rows.append({"chosen": obj["chosen"], "rejected": obj["rejected"]})
+    return rows
+
+
+def load_rows(dataset: str, subsets: Sequence[str], split: str) -> tuple[list, dict]:
+    """HH rows of every subset (concatenated in the given order) or of a JSONL file, with per-source counts."""
+    path = Path(dataset).expanduser()
+    if path.is_file() or dataset.endswith((".jsonl", ".json")):
+        if not path.is_file():
+            raise HHAlignError(f"--dataset {dataset!r} does not exist: pass a JSONL file, a folder or a Hub id")
+        rows = read_pairs_file(path)
+        return rows, {path.name: len(rows)}
+    if not subsets:
+        raise HHAlignError("--subsets is empty: name at least one of " + ", ".join(SUBSETS))
+    if dataset == DEFAULT_DATASET:
+        bad = [s for s in subsets if s not in SUBSETS]
+        if bad:
+            raise HHAlignError(f"unknown HH-RLHF subset(s) {', '.join(bad)}: use {', '.join(SUBSETS)}")
+    from ..data import load_hh
+
+    rows: list[dict] = []
+    counts = {}
+    for subset in subsets:
+        # A stray malformed row in 160k must not stop a run; rows that do not parse into a pair are counted below.
+        part = load_hh(dataset, subset, split, skip_bad_rows=True)
+        counts[subset] = len(part)
+        rows.extend(part)
+        logger.info(f"loaded {len(part)} rows of {dataset} {subset} {split}")
+    return rows, counts
+
+
+def _sample(rows: list, max_samples: int | None, seed: int) -> list:
+    if max_samples is None or max_samples >= len(rows):
+        return rows
+    if max_samples <= 0:
+        raise HHAlignError(f"--max_samples must be a positive number of rows, got {max_samples}")
+    keep = sorted(random.Random(seed).sample(range(len(rows)), max_samples))
+    return [rows[i] for i in keep]
+
+
+def _pairs(rows: list[dict]) -> tuple[list, int]:
+    """Preference pairs parsed exactly as the evaluator parses transcripts; malformed rows are counted, not fatal."""
+    pairs, malformed = [], 0
+    for row in rows:
+        try:
+            pairs.append(preference_pair(row))
+        except HHAlignError:
+            malformed += 1
+    return pairs, malformed
+
+
+def sft_examples(rows: list[dict], sft_format: str) -> tuple[list[dict], dict]:
+    """``text`` = the chosen transcript as is; ``prompt_completion`` = (history up to the last cue, final reply)."""
+    if sft_format == "text":
+        return [{"text": r["chosen"]} for r in rows], {"format": "text (chosen transcript)", "malformed_rows": 0}
+    if sft_format != "prompt_completion":
+        raise HHAlignError(f"unknown --sft_format {sft_format!r}: use one of {', '.join(SFT_FORMATS)}")
+    pairs, malformed = _pairs(rows)
+    examples = [{"prompt": p.prompt, "completion": p.chosen} for p in pairs]
+    return examples, {"format": "prompt_completion (history -> final chosen reply)", "malformed_rows": malformed}
+
+
+def dpo_examples(rows: list[dict], drop_identical: bool) -> tuple[list[dict], dict]:
+    """(prompt, chosen, rejected) from :func:`hhalign.data.preference_pair`, optionally without identical replies."""
+    pairs, malformed = _pairs(rows)
+    identical = sum(p.chosen == p.rejected for p in pairs)
+    if drop_identical:
+        pairs = [p for p in pairs if p.chosen != p.rejected]
+    examples = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs]
+    return examples, {"format": "preference (prompt, chosen, rejected)", "malformed_rows": malformed,
+                      "identical_pairs": identical, "dropped_identical_pairs": identical if drop_identical else 0}
+
+
+def build_training_data(kind: str, script_args: ScriptArguments, seed: int = 42) -> TrainingData:
+    """Load, sample and convert the rows a run trains on; refuse an empty result with the counts that explain it."""
+    rows, counts = load_rows(script_args.dataset_name, script_args.subsets, script_args.dataset_train_split)
+    rows = _sample(rows, script_args.max_samples, seed)
+    if kind == "sft":
+        examples, info = sft_examples(rows, script_args.sft_format)
+    else:
+        examples, info = dpo_examples(rows, script_args.drop_identical_pairs)
+    info = {"dataset": script_args.dataset_name, "subsets": counts, "split": script_args.dataset_train_split,
+            "max_samples": script_args.max_samples, "rows": len(rows), **info, "examples": len(examples)}
+    if kind == "dpo":
+        verb = "dropped" if script_args.drop_identical_pairs else "kept (as in the study)"
+        logger.info(
+            f"{info['identical_pairs']} of {len(rows)} pairs have identical chosen and rejected replies: {verb}")
+    if info["malformed_rows"]:
+        logger.info(f"skipped {info['malformed_rows']} rows without Human/Assistant turns")
+    if not examples:
+        raise HHAlignError(f"no training examples left after filtering ({len(rows)} rows from "
+                           f"{script_args.dataset_name!r} {', '.join(counts)} split "
+                           f"{script_args.dataset_train_split!r}, "
+                           f"{info.get('dropped_identical_pairs', 0)} identical pairs dropped, "
+                           f"{info['malformed_rows']} malformed): use other data or filters")
+    return TrainingData(examples, info)
+
+
+def to_dataset(examples: list[dict]) -> Any:
+    from datasets import Dataset
+
+    return Dataset.from_dict({key: [e[key] for e in examples] for key in examples[0]})
