@@ -1,4 +1,5 @@
-"""hhalign.ratings: vote validation, Bradley-Terry (MLE), bootstrap intervals, online Elo, win matrix, judge agreement.
+"""hhalign.eval.ratings: vote validation, Bradley-Terry (MLE), bootstrap intervals, online Elo, win matrix, judge
+agreement.
 
 Expected values are hand-computed or computed independently here (closed forms, the score equations written out
 vote by vote), never taken from the module's own output.
@@ -13,8 +14,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from hhalign import ratings as hr
 from hhalign.errors import HHAlignError
+from hhalign.eval import ratings as hr
 
 
 def vote(a: str, b: str, winner: str, **rewards) -> dict:
@@ -33,8 +34,9 @@ THREE = (
 
 
 def test_import_is_light():
-    code = ("import sys, hhalign.ratings; heavy = [m for m in ('torch', 'transformers', 'scipy', 'pandas', 'sklearn') "
-            "if m in sys.modules]; print(','.join(heavy))")
+    code = ("import sys, hhalign.eval.ratings; "
+            "heavy = [m for m in ('torch', 'transformers', 'scipy', 'pandas', 'sklearn') if m in sys.modules]; "
+            "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == ""
 

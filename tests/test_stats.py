@@ -1,4 +1,4 @@
-"""hhalign.stats: normal quantiles, Holm, detectable differences, kappa, Spearman, Wilson, threshold calibration.
+"""hhalign.eval.stats: normal quantiles, Holm, detectable differences, kappa, Spearman, Wilson, threshold calibration.
 
 Expected values are hand-computed tables or independent computations in the test (statistics.NormalDist, closed
 forms, brute force), never the module's own output.
@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from hhalign import stats as st
 from hhalign.errors import HHAlignError
+from hhalign.eval import stats as st
 
 Z = NormalDist()  # the standard library's quantile (Wichura AS241): an independent reference
 
 
 def test_import_is_light():
-    code = ("import sys, hhalign.stats; heavy = [m for m in ('torch', 'transformers', 'scipy', 'pandas') "
+    code = ("import sys, hhalign.eval.stats; heavy = [m for m in ('torch', 'transformers', 'scipy', 'pandas') "
             "if m in sys.modules]; print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == ""

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import HHAlignError
+from ..errors import HHAlignError
 from .stats import wilson_interval
 
 WINNERS = ("A", "B", "tie", "both bad")

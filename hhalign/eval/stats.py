@@ -12,7 +12,7 @@ from collections.abc import Hashable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import HHAlignError
+from ..errors import HHAlignError
 
 # Cap on the integers held by one bootstrap block (n_boot x n), so large inputs do not need gigabytes.
 _BLOCK_CELLS = 2_000_000
