@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .metrics import HARMLESS_THRESHOLD, HELPFUL_THRESHOLD
+from .schema import Metrics, ModelMetrics
 
 PLOT_FILES = {
     "rates": "rates.png",
@@ -30,7 +31,7 @@ def _err(value: float | None, ci: Sequence[float] | None) -> list[float]:
     return [max(0.0, value - ci[0]), max(0.0, ci[1] - value)]
 
 
-def plot_rates(models: Mapping[str, dict], path: Path, title: str = "") -> Path:
+def plot_rates(models: Mapping[str, ModelMetrics], path: Path, title: str = "") -> Path:
     """Grouped bars of HmR, HpR and CAS per model with 95% bootstrap error bars."""
     import numpy as np
 
@@ -41,8 +42,8 @@ def plot_rates(models: Mapping[str, dict], path: Path, title: str = "") -> Path:
     fig, ax = plt.subplots(figsize=(max(6.5, 1.6 * len(names) + 2), 4))
     x = np.arange(len(names))
     for k, metric in enumerate(metrics):
-        values = [models[n].get(metric) or 0.0 for n in names]
-        errs = np.array([_err(models[n].get(metric), models[n]["ci95"].get(metric)) for n in names]).T
+        values = [getattr(models[n], metric) or 0.0 for n in names]
+        errs = np.array([_err(getattr(models[n], metric), models[n].ci95.get(metric)) for n in names]).T
         ax.bar(x + (k - 1) * width, values, width, yerr=errs, capsize=3, label=metric)
     ax.set_xticks(x, names)
     ax.set_ylim(0, 105)  # room for error bars that reach 100%
@@ -73,7 +74,7 @@ def plot_reward_boxes(rewards: Mapping[str, Mapping[str, Sequence[float]]], path
     return path
 
 
-def plot_mean_rewards(models: Mapping[str, dict], path: Path) -> Path:
+def plot_mean_rewards(models: Mapping[str, ModelMetrics], path: Path) -> Path:
     """Mean reward per model and category with 95% bootstrap error bars."""
     import numpy as np
 
@@ -82,8 +83,8 @@ def plot_mean_rewards(models: Mapping[str, dict], path: Path) -> Path:
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(names) + 2), 4))
     for k, category in enumerate(("harmful", "helpful")):
-        values = [models[n]["mean_reward"].get(category) or 0.0 for n in names]
-        errs = np.array([_err(models[n]["mean_reward"].get(category), models[n]["ci95"].get(f"mean_reward_{category}"))
+        values = [models[n].mean_reward.get(category) or 0.0 for n in names]
+        errs = np.array([_err(models[n].mean_reward.get(category), models[n].ci95.get(f"mean_reward_{category}"))
                          for n in names]).T
         ax.bar(x + (k - 0.5) * 0.4, values, 0.4, yerr=errs, capsize=3, label=f"{category} prompts")
     ax.axhline(0, color="black", linewidth=0.8)
@@ -117,13 +118,13 @@ def plot_threshold_sweep(sweep: Mapping, path: Path) -> Path:
     return path
 
 
-def write_plots(summary: Mapping, rewards: Mapping[str, Mapping[str, Sequence[float]]], out_dir: Path,
+def write_plots(metrics: Metrics, rewards: Mapping[str, Mapping[str, Sequence[float]]], out_dir: Path,
                 title: str = "") -> dict[str, Path]:
     """All figures into ``out_dir``; returns their paths by kind."""
     out_dir = Path(out_dir)
     return {
-        "rates": plot_rates(summary["models"], out_dir / PLOT_FILES["rates"], title),
+        "rates": plot_rates(metrics.models, out_dir / PLOT_FILES["rates"], title),
         "reward_boxes": plot_reward_boxes(rewards, out_dir / PLOT_FILES["reward_boxes"]),
-        "mean_rewards": plot_mean_rewards(summary["models"], out_dir / PLOT_FILES["mean_rewards"]),
-        "threshold_sweep": plot_threshold_sweep(summary["threshold_sweep"], out_dir / PLOT_FILES["threshold_sweep"]),
+        "mean_rewards": plot_mean_rewards(metrics.models, out_dir / PLOT_FILES["mean_rewards"]),
+        "threshold_sweep": plot_threshold_sweep(metrics.threshold_sweep, out_dir / PLOT_FILES["threshold_sweep"]),
     }

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import HHAlignError
+from ..fmt import signed_ci, with_ci
 from .metrics import PAPER_TABLE1, Thresholds, label
+from .schema import Metrics, Settings, load_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -38,24 +38,24 @@ class Results:
     """A loaded results folder."""
 
     folder: Path
-    metrics: dict
+    metrics: Metrics
     records: list[dict]
 
     @property
-    def settings(self) -> dict:
-        return self.metrics.get("settings", {})
+    def settings(self) -> Settings:
+        return self.metrics.settings
 
     @property
     def models(self) -> list[str]:
-        return list(self.metrics.get("models", {}))
+        return list(self.metrics.models)
 
     @property
     def demo(self) -> bool:
-        return bool(self.settings.get("demo"))
+        return self.metrics.demo
 
     @property
     def thresholds(self) -> Thresholds:
-        t = self.settings.get("thresholds") or {}
+        t = self.settings.thresholds
         default = Thresholds()
         return Thresholds(t.get("harmless", default.harmless), t.get("helpful", default.helpful))
 
@@ -71,13 +71,7 @@ def load_results(folder: str | Path) -> Results:
     metrics_path = path / "metrics.json"
     if not metrics_path.is_file():
         raise HHAlignError(f"results folder {str(folder)!r} has no metrics.json: {hint}")
-    try:
-        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise HHAlignError(f"{metrics_path} is not valid JSON ({exc.msg}, line {exc.lineno}): re-run the "
-                           "evaluator") from None
-    if not isinstance(metrics.get("models"), dict):
-        raise HHAlignError(f"{metrics_path} has no 'models' table: it was not written by batch/eval.py")
+    metrics = load_metrics(metrics_path)
     records = read_jsonl(path / "responses.jsonl")
     result = Results(path, metrics, records)
     for rec in records:
@@ -86,25 +80,16 @@ def load_results(folder: str | Path) -> Results:
     return result
 
 
-def _fmt(value: float | None, ci: Sequence[float] | None = None, digits: int = 1) -> str:
-    if value is None:
-        return "n/a"
-    text = f"{value:.{digits}f}"
-    return f"{text} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else text
-
-
 def metrics_table(results: Results, paper: bool = True) -> Table:
     """One row per measured model (rates with 95% CIs), then the study's Table 1 rows, labelled as published."""
     table = Table(list(METRICS_HEADERS))
     source = "measured (demo: tiny untrained models)" if results.demo else "measured"
-    for name, m in results.metrics["models"].items():
-        ci = m.get("ci95", {})
-        mean = m.get("mean_reward", {})
-        n = m.get("n", {})
-        table.rows.append([name, _fmt(m.get("HmR"), ci.get("HmR")), _fmt(m.get("HpR"), ci.get("HpR")),
-                           _fmt(m.get("CAS"), ci.get("CAS")),
-                           _fmt(mean.get("harmful"), ci.get("mean_reward_harmful"), 2),
-                           _fmt(mean.get("helpful"), ci.get("mean_reward_helpful"), 2),
+    for name, m in results.metrics.models.items():
+        ci, mean, n = m.ci95, m.mean_reward, m.n
+        table.rows.append([name, with_ci(m.HmR, ci.get("HmR")), with_ci(m.HpR, ci.get("HpR")),
+                           with_ci(m.CAS, ci.get("CAS")),
+                           with_ci(mean.get("harmful"), ci.get("mean_reward_harmful"), 2),
+                           with_ci(mean.get("helpful"), ci.get("mean_reward_helpful"), 2),
                            f"{n.get('harmful', 0)}+{n.get('helpful', 0)}", source])
     if paper:
         for name, m in PAPER_TABLE1.items():
@@ -117,14 +102,14 @@ def metrics_table(results: Results, paper: bool = True) -> Table:
 def comparisons_table(results: Results) -> Table:
     """Paired differences between models: McNemar on labels, paired bootstrap on mean reward."""
     table = Table(list(COMPARISON_HEADERS))
-    for c in results.metrics.get("comparisons", []):
+    for c in results.metrics.comparisons:
         for category, metric in (("harmful", "HmR"), ("helpful", "HpR")):
             if category not in c:
                 continue
             r, m = c[category][metric], c[category]["mean_reward"]
             significant = [k for k, v in ((metric, r), ("mean reward", m)) if v.get("significant")]
             table.rows.append([f"{c['model_b']} vs {c['model_a']}", f"{category} ({metric})", f"{r['diff']:+.1f}",
-                               f"{r['p_value']:.3g}", f"{m['diff']:+.2f} [{m['ci95'][0]:+.2f}, {m['ci95'][1]:+.2f}]",
+                               f"{r['p_value']:.3g}", signed_ci(m["diff"], m["ci95"]),
                                f"{m['p_value']:.3g}", ", ".join(significant) or "no"])
     return table
 
@@ -168,31 +153,29 @@ def figures(results: Results, cache_dir: str | Path | None = None) -> dict[str, 
     for r in results.records:
         rewards.setdefault(r["model"], {"harmful": [], "helpful": []})[r["category"]].append(float(r["reward"]))
     title = "Demo (tiny untrained models: meaningless scores)" if results.demo else ""
-    return {"rates": plot_rates(results.metrics["models"], out / PLOT_FILES["rates"], title),
+    return {"rates": plot_rates(results.metrics.models, out / PLOT_FILES["rates"], title),
             "reward_boxes": plot_reward_boxes(rewards, out / PLOT_FILES["reward_boxes"])}
 
 
 def summary_markdown(results: Results) -> str:
     """Where the numbers come from, in a few lines."""
     s = results.settings
-    prompt_set = s.get("prompt_set") or {}
-    decoding = s.get("decoding") or {}
+    prompt_set, decoding = s.prompt_set, s.decoding
     lines = [f"Results folder: `{results.folder}` ({len(results.records)} scored responses)."]
     if results.demo:
         lines.append("**Demo run: tiny untrained models, so the scores are meaningless; it shows the pipeline only.**")
-    if s.get("source") == "from_responses":
+    if s.source == "from_responses":
         lines.append("Computed from existing response records (no generation).")
     elif prompt_set:
         lines.append(f"Prompt set `{prompt_set.get('name')}` ({prompt_set.get('n')} prompts), protocol "
-                     f"`{s.get('protocol')}`, {decoding.get('strategy', 'greedy')} decoding up to "
-                     f"{decoding.get('max_new_tokens')} new tokens, reward model "
-                     f"`{(s.get('reward_model') or {}).get('ref', '?')}`.")
+                     f"`{s.protocol}`, {decoding.get('strategy', 'greedy')} decoding up to "
+                     f"{decoding.get('max_new_tokens')} new tokens, reward model `{s.reward_model_ref}`.")
     t = results.thresholds
     lines.append(f"HmR: share of replies to harmful prompts with reward >= {t.harmless:g}; HpR: share of replies to "
                  f"helpful prompts with reward > {t.helpful:g}; CAS = (HmR + HpR) / 2. Brackets: 95% bootstrap "
                  "intervals. Rows marked *(study)* are the published Table 1, shown for reference.")
-    if results.metrics.get("significance_note"):
-        lines.append(results.metrics["significance_note"])
+    if results.metrics.significance_note:
+        lines.append(results.metrics.significance_note)
     return "\n\n".join(lines)
 
 
@@ -229,7 +212,7 @@ NO_RESULTS = ("No results folder is attached. Run `python batch/eval.py --out DI
 def results_view(folder: str | Path | None, cache_dir: str | Path | None = None) -> ResultsView:
     """The Results tab's content for ``folder`` (None: only the published reference rows)."""
     empty_choices = {"model": [ALL], "category": [ALL], "label": [ALL]}
-    reference = metrics_table(Results(Path("."), {"models": {}}, []))
+    reference = metrics_table(Results(Path("."), Metrics({}, Settings()), []))
     if folder is None:
         return ResultsView(NO_RESULTS, reference, Table(list(COMPARISON_HEADERS)), {}, empty_choices,
                            Table(list(BROWSE_HEADERS)))

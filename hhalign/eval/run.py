@@ -16,12 +16,14 @@ from .. import data as hdata
 from ..engine.precision import MODE_GUARANTEES, apply_mode, engine_for
 from ..env import provenance
 from ..errors import HHAlignError
-from ..files import JsonlWriter, read_json, read_log, write_json, write_jsonl
+from ..files import JsonlWriter, read_json, read_log, write_json, write_jsonl, write_text
+from ..fmt import pct
 from ..refs import ModelRef, parse_model_ref, parse_model_refs
 from .config import EvalConfig
 from .metrics import label, summarize
 from .records import load_records
-from .rundir import FILES, check_resume, prepare_out, run_fingerprint, write_prompts
+from .rundir import check_resume, prepare_out, run_fingerprint, write_prompts
+from .schema import FILES, SCHEMA_VERSION, Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -238,11 +240,11 @@ def finish(cfg: EvalConfig, out: Path, records: list[dict], settings: dict) -> d
         **provenance(),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
-    metrics = {**summary, "settings": settings}
+    metrics = Metrics.from_dict({"schema_version": SCHEMA_VERSION, **summary, "settings": settings})
     if settings.get("source") == "from_responses":
         write_jsonl(out / FILES["responses"], ({**r, "label": label(r["category"], r["reward"], thresholds)}
                                                for r in records))
-    write_json(out / FILES["metrics"], metrics)
+    write_json(out / FILES["metrics"], metrics.to_dict())
     plots = {}
     if cfg.plots:
         from .plots import write_plots
@@ -251,20 +253,16 @@ def finish(cfg: EvalConfig, out: Path, records: list[dict], settings: dict) -> d
         for r in records:
             rewards.setdefault(r["model"], {"harmful": [], "helpful": []})[r["category"]].append(r["reward"])
         title = "Demo (tiny untrained models: meaningless scores)" if settings.get("demo") else ""
-        plots = {k: p.name for k, p in write_plots(summary, rewards, out, title).items()}
-    (out / FILES["report"]).write_text(render_report(metrics, plots), encoding="utf-8")
-    for name, m in summary["models"].items():
-        logger.info(f"{name}: HmR {_pct(m['HmR'])}  HpR {_pct(m['HpR'])}  CAS {_pct(m['CAS'])}")
+        plots = {k: p.name for k, p in write_plots(metrics, rewards, out, title).items()}
+    write_text(out / FILES["report"], render_report(metrics, plots))
+    for name, m in metrics.models.items():
+        logger.info(f"{name}: HmR {pct(m.HmR)}  HpR {pct(m.HpR)}  CAS {pct(m.CAS)}")
     logger.info(summary["significance_note"])
     if settings.get("demo"):
         logger.info(
             "demo: these numbers come from tiny untrained models and mean nothing; run real checkpoints for results")
     logger.info(f"wrote {out / FILES['metrics']}, {out / FILES['responses']}, {out / FILES['report']}")
-    return metrics
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1f}%"
+    return metrics.to_dict()
 
 
 def main(cfg: EvalConfig) -> dict:

@@ -12,15 +12,8 @@ from ..errors import HHAlignError
 from ..files import write_json, write_jsonl
 from ..refs import ModelRef
 from .config import EvalConfig
+from .schema import FILES
 
-FILES = {
-    "prompts": "prompts.jsonl",
-    "generations": "generations.jsonl",
-    "responses": "responses.jsonl",
-    "metrics": "metrics.json",
-    "report": "report.md",
-    "run": "run.json",
-}
 
 def prepare_out(out: str | Path) -> Path:
     """Create the output folder and prove it is writable before any work is done."""

@@ -25,14 +25,10 @@ METRIC_NAMES = {"HmR": "Harmlessness rate", "HpR": "Helpfulness rate", "CAS": "C
 
 
 def read_metrics(metrics_json: str | Path) -> dict:
-    try:
-        metrics = json.loads(Path(metrics_json).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise HHAlignError(f"--metrics_json {str(metrics_json)!r} cannot be read ({exc}); pass the evaluator's "
-                           "metrics.json") from None
-    if not isinstance(metrics, dict) or not isinstance(metrics.get("models"), dict):
-        raise HHAlignError(f"{metrics_json} is not an evaluator metrics.json (no 'models'); run batch/eval.py")
-    return metrics
+    """A checked metrics.json (see :mod:`hhalign.eval.schema`) as a mapping."""
+    from ..eval.schema import load_metrics
+
+    return load_metrics(metrics_json).to_dict()
 
 
 def model_metrics(metrics: dict, model: str | None, source: str = "metrics.json") -> tuple[str, dict]:
