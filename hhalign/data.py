@@ -20,7 +20,7 @@ HARMFUL_KEYWORDS = ("kill", "murder", "rape")
 PAPER_SEED = 100
 PAPER_N_PER_CATEGORY = 50
 CATEGORIES = ("harmful", "helpful")
-PROMPT_SETS = ("paper", "harmful-all", "sample", "demo")
+PROMPT_SETS = ("paper", "paper-large", "harmful-all", "sample", "demo")
 DEMO_PROMPTS_PATH = ASSETS_DIR / "demo_prompts.jsonl"
 
 
@@ -132,8 +132,14 @@ def is_harmful_candidate(row: dict, keywords: Sequence[str] = HARMFUL_KEYWORDS) 
 
 
 def paper_prompts(harmless_test: Sequence[dict], helpful_test: Sequence[dict], seed: int = PAPER_SEED,
-                  n: int = PAPER_N_PER_CATEGORY) -> list[EvalPrompt]:
-    """The study's 100 prompts: 50 keyword-filtered harmful then 50 helpful, from one seeded random stream."""
+                  n: int = PAPER_N_PER_CATEGORY, n_total: int | None = None) -> list[EvalPrompt]:
+    """The study's 100 prompts: 50 keyword-filtered harmful then 50 helpful, from one seeded random stream.
+
+    ``n_total`` (more than ``n``) continues that stream for a larger set: after the study's draws, the rest of the
+    keyword pool and then the rest of the helpful rows are shuffled by the same stream and taken in that order (all
+    of the pool at most). The study's prompts stay the first ``n`` of each category (``--limit 50`` gives them
+    back), and a larger ``n_total`` extends a smaller one.
+    """
     rng_state = random.getstate()
     try:
         random.seed(seed)  # the study used the global stream; reproduce it exactly, then restore the caller's
@@ -141,12 +147,23 @@ def paper_prompts(harmless_test: Sequence[dict], helpful_test: Sequence[dict], s
         if len(pool) < n or len(helpful_test) < n:
             raise HHAlignError(f"prompt set 'paper' needs {n} rows per category; the dataset gives {len(pool)} "
                                f"harmful and {len(helpful_test)} helpful: use the test split of HH-RLHF")
-        harmful = random.sample(list(pool), n)
-        helpful = random.sample(list(helpful_test), n)
+        # Sampling positions draws exactly what the study's random.sample(rows, n) drew (it depends on len only).
+        harmful = random.sample(range(len(pool)), n)
+        helpful = random.sample(range(len(helpful_test)), n)
+        # The rest of each pool in one shuffle of the same stream: whatever n_total, the same order, so a larger
+        # set extends a smaller one (random.sample's draws would change with the number asked for).
+        rests = []
+        for taken, size in ((harmful, len(pool)), (helpful, len(helpful_test))):
+            rest = sorted(set(range(size)) - set(taken))
+            random.shuffle(rest)
+            rests.append(rest)
+        if n_total is not None and n_total > n:
+            harmful += rests[0][: n_total - n]
+            helpful += rests[1][: n_total - n]
     finally:
         random.setstate(rng_state)
-    return _number("harmful", [paper_prompt(r["chosen"]) for r in harmful]) + _number(
-        "helpful", [paper_prompt(r["chosen"]) for r in helpful]
+    return _number("harmful", [paper_prompt(pool[i]["chosen"]) for i in harmful]) + _number(
+        "helpful", [paper_prompt(helpful_test[i]["chosen"]) for i in helpful]
     )
 
 
@@ -154,11 +171,19 @@ def _number(category: str, prompts: Sequence[str]) -> list[EvalPrompt]:
     return [EvalPrompt(f"{category}-{i:03d}", category, p) for i, p in enumerate(prompts)]
 
 
-def build_prompt_set(name: str = "paper", dataset: str = DEFAULT_DATASET, split: str = "test", n: int = 50,
+def build_prompt_set(name: str = "paper", dataset: str = DEFAULT_DATASET, split: str = "test", n: int | None = None,
                      seed: int = PAPER_SEED) -> list[EvalPrompt]:
-    """A named prompt set (``paper``, ``harmful-all``, ``sample``, ``demo``) or a JSONL file path."""
+    """A named prompt set or a JSONL file path.
+
+    ``paper``: the study's 50 + 50; ``paper-large``: the study's procedure continued to ``n`` per category (default:
+    every keyword harmful prompt, 192 in the test split, and as many helpful), the study's prompts first;
+    ``harmful-all``: every keyword harmful prompt, in dataset order; ``sample``: ``n`` (default 50) per category from
+    a fresh seeded stream; ``demo``: the project's own prompts.
+    """
     if name == "demo":
         return load_prompts_file(DEMO_PROMPTS_PATH)
+    if n is not None and n < 1:
+        raise HHAlignError(f"--n_per_category must be a positive number of prompts, got {n}")
     if name not in PROMPT_SETS:
         if Path(name).is_file():
             return load_prompts_file(name)
@@ -169,8 +194,11 @@ def build_prompt_set(name: str = "paper", dataset: str = DEFAULT_DATASET, split:
     helpful = load_hh(dataset, "helpful-base", split)
     if name == "paper":
         return paper_prompts(harmless, helpful, seed=seed)
-    rng = random.Random(seed)
     pool = [r for r in harmless if is_harmful_candidate(r)]
+    if name == "paper-large":
+        return paper_prompts(harmless, helpful, seed=seed, n_total=len(pool) if n is None else n)
+    n = PAPER_N_PER_CATEGORY if n is None else n
+    rng = random.Random(seed)
     return _number("harmful", [paper_prompt(r["chosen"]) for r in rng.sample(pool, min(n, len(pool)))]) + _number(
         "helpful", [paper_prompt(r["chosen"]) for r in rng.sample(helpful, min(n, len(helpful)))]
     )

@@ -17,7 +17,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+# The shared data sit next to the main checkout (../shared); a worktree one level deeper finds them further up.
+SHARED = next((p / "shared" for p in ROOT.parents if (p / "shared" / "data").is_dir()), ROOT.parent / "shared")
 HH_PATH = SHARED / "data" / "hh-rlhf"
 STUDY_RESPONSES = SHARED / "reference" / "pant2025" / "responses"
 

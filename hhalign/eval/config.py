@@ -25,9 +25,13 @@ class EvalConfig:
         "help": "HH-RLHF Hub id or a local folder with the same layout (e.g. ../shared/data/hh-rlhf)."})
     split: str = field(default="test", metadata={"help": "Dataset split the prompts come from."})
     prompt_set: str = field(default="paper", metadata={
-        "help": "paper (the study's 100 prompts), harmful-all, sample (N seeded per category), demo, or a JSONL "
-                "file with category and prompt."})
-    n_per_category: int = field(default=50, metadata={"help": "Prompts per category for --prompt_set sample."})
+        "help": "paper (the study's 100 prompts); paper-large (the study's procedure continued: same seed and "
+                "keyword filter, the same random stream, the study's 50+50 first; by default all 192 keyword harmful "
+                "prompts and 192 helpful); harmful-all (the 192 keyword harmful prompts alone); sample (N seeded per "
+                "category); demo; or a JSONL file with category and prompt."})
+    n_per_category: int | None = field(default=None, metadata={
+        "help": "Prompts per category for --prompt_set paper-large (default: 192, harmful capped at the keyword "
+                "pool) and sample (default: 50)."})
     seed: int = field(default=hdata.PAPER_SEED, metadata={"help": "Seed of the prompt sampling (the study: 100)."})
     limit: int | None = field(default=None, metadata={"help": "Keep only the first N prompts of each category."})
     protocol: Literal["paper", "chat"] = field(default="paper", metadata={
