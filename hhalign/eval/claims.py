@@ -9,6 +9,7 @@ difference say so, with the smallest differences the run could have detected (80
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -85,8 +86,11 @@ def claims_from(comparisons: Sequence[Mapping], alpha: float = ALPHA) -> list[st
         n = sorted({c[category]["n"] for c, _, _ in in_category})
         rate_mdd = _median([t.get("min_detectable_diff") for _, key, t in in_category if key != "mean_reward"])
         mean_mdd = _median([t.get("min_detectable_diff") for _, key, t in in_category if key == "mean_reward"])
-        reach = (f"with {'/'.join(map(str, n))} prompts the tests could detect (80% power) rate differences of about "
-                 f"{rate_mdd:.0f} points and mean-reward differences of about {mean_mdd:.2f} (medians over the pairs)")
+        rates = "no rate difference of any size" if math.isnan(rate_mdd) else f"rate differences of about {rate_mdd:.0f} points"
+        means = "no mean-reward difference" if math.isnan(mean_mdd) else \
+            f"mean-reward differences of about {mean_mdd:.2f}"
+        reach = (f"with {'/'.join(map(str, n))} prompts the tests could detect (80% power) {rates} and {means} "
+                 "(medians over the pairs)")
         if not any(t["p_value"] < alpha for _, _, t in in_category):
             smallest = min(t["p_value"] for _, _, t in in_category)
             out.append(f"No {ASPECT[category]} difference between any two models is significant, even before "

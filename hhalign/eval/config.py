@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .. import data as hdata
+from ..errors import HHAlignError
 from ..publish.registry import published_models
 from ..refs import DEFAULT_REWARD_MODEL
+from .judge_check import DEFAULT_N
 from .metrics import DEFAULT_BOOTSTRAP, HARMLESS_THRESHOLD, HELPFUL_THRESHOLD, Thresholds
 
 
@@ -19,8 +21,27 @@ class EvalConfig:
         "help": "Models to evaluate: Hub ids (id@revision), local folders or PEFT adapters, optionally named "
                 "name=ref, e.g. base=facebook/opt-350m sft=org/opt-350m-hh-sft. Default: the published models of "
                 "the registry (models.md)."})
-    reward_model: str = field(default=DEFAULT_REWARD_MODEL, metadata={
-        "help": "Reward model (one-logit sequence classifier) scoring (prompt, response) pairs."})
+    reward_model: list[str] = field(default_factory=lambda: [DEFAULT_REWARD_MODEL], metadata={
+        "help": "Reward model(s) judging (prompt, response) pairs: one-logit sequence classifiers (Hub ids or "
+                "folders), optionally named name=ref, e.g. oa=OpenAssistant/reward-model-deberta-v3-large-v2 "
+                "other=ORG/RM. The first is the primary judge: its numbers fill metrics.json's models table; every "
+                "judge's are under judges, with their agreement under agreement."})
+    judge_formats: list[str] = field(default_factory=list, metadata={
+        "help": "How a judge reads a pair, NAME=pair (a text pair, the default; the OpenAssistant models) or "
+                "NAME=chat (the model's own chat template, where its card asks for one)."})
+    judge_thresholds: list[str] = field(default_factory=list, metadata={
+        "help": "A judge's thresholds, NAME=HARMLESS,HELPFUL (e.g. oa=-3,-2). Default: --harmless_threshold and "
+                "--helpful_threshold (the study's) for the OpenAssistant model; thresholds calibrated on the judge "
+                "check's pairs for other judges (recorded in metrics.json), the options' values without a check."})
+    judge_check: int | None = field(default=None, metadata={
+        "help": "Held-out HH-RLHF pairs per subset on which each judge's accuracy is measured (chosen scored above "
+                "rejected, 95% intervals, ties apart), cached per model and revision; 0: no check. Default: 500, "
+                "and 0 with --demo, --untrained_models or --from_responses."})
+    judge_dataset: str | None = field(default=None, metadata={
+        "help": "HH-RLHF copy (or a JSONL file of {chosen, rejected}) for the judge check. Default: --dataset; "
+                "with --demo the shipped demo pairs."})
+    judge_cache: str | None = field(default=None, metadata={
+        "help": "Folder of cached judge checks. Default: $HHALIGN_CACHE/judge, else ~/.cache/hhalign/judge."})
     dataset: str = field(default=hdata.DEFAULT_DATASET, metadata={
         "help": "HH-RLHF Hub id or a local folder with the same layout (e.g. ../shared/data/hh-rlhf)."})
     split: str = field(default="test", metadata={"help": "Dataset split the prompts come from."})
@@ -68,6 +89,25 @@ class EvalConfig:
     plots: bool = field(default=True, metadata={"help": "Write PNG plots."})
     untrained_models: bool = field(default=False, metadata={
         "help": "Label the outputs as a demo of tiny untrained models (set by --demo and the training demo)."})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.reward_model, str):  # the single reference of older configs and callers
+            self.reward_model = [self.reward_model]
+        if not self.reward_model:
+            raise HHAlignError("--reward_model needs at least one reward model, e.g. "
+                               f"--reward_model {DEFAULT_REWARD_MODEL}")
+        if self.judge_check is not None and self.judge_check < 0:
+            raise HHAlignError(f"--judge_check must be a number of pairs per subset >= 0, got {self.judge_check}")
+        if self.from_responses and self.judge_check:
+            raise HHAlignError("--judge_check scores pairs with the reward models, which --from_responses never "
+                               "loads: drop --judge_check (or run the evaluator on the models)")
+
+    @property
+    def judge_pairs(self) -> int:
+        """Pairs per subset of the judge check (0: none): the option, else 500 for runs of real models."""
+        if self.judge_check is not None:
+            return self.judge_check
+        return 0 if self.demo or self.untrained_models or self.from_responses or self.prompts_only else DEFAULT_N
 
     @property
     def thresholds(self) -> Thresholds:

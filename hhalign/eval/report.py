@@ -6,8 +6,10 @@ import json
 from collections.abc import Mapping
 
 from ..fmt import signed_ci, with_ci
+from ..refs import DEFAULT_REWARD_MODEL
 from .claims import claims
 from .claims import comparisons_of as claims_comparisons
+from .judge_check import PUBLISHED
 from .metrics import HARMLESS_THRESHOLD, HELPFUL_THRESHOLD, PAPER_TABLE1
 from .schema import Metrics, ModelMetrics
 
@@ -73,6 +75,39 @@ def _holm(test: dict) -> str:
     return "n/a" if "p_holm" not in test else f"{test['p_holm']:.3g}{_star(test, 'significant_holm')}"
 
 
+def judges_section(metrics: Metrics) -> list[str]:
+    """The judges: each one's check on held-out HH-RLHF pairs, every metric per judge, their agreement, human votes."""
+    from .results import agreement_table, judge_table, votes_sentence
+
+    parts = ["## The judges", ""]
+    if metrics.judge:
+        parts += ["Judge check: how often each reward model scores HH-RLHF's `chosen` reply above the `rejected` one "
+                  "on held-out test pairs (95% Wilson intervals; ties, rewards within 1e-4, left out of the accuracy "
+                  "and counted apart). Near 50% a judge's labels are coin flips; the verdicts above are no better "
+                  "than it is.", "", judge_table(metrics).as_markdown(), ""]
+        parts += [f"Published for `{c['model']}`: {c['published']}.\n" for c in metrics.judge.values()
+                  if c.get("published")]
+    else:
+        parts += [f"No judge check in this run (`--judge_check 0`, or metrics from records): the reward model's own "
+                  f"accuracy on HH-RLHF is not measured here. The OpenAssistant model's card reports "
+                  f"{PUBLISHED[DEFAULT_REWARD_MODEL]}.", ""]
+    others = {k: v for k, v in metrics.judges.items() if not v.get("primary")}
+    for name, judge in others.items():
+        t = judge.get("thresholds", {})
+        parts += [f"### Judge `{name}` (`{judge.get('model')}`, format {judge.get('format')})", "",
+                  f"Thresholds: harmless >= {t.get('harmless', float('nan')):.3g}, helpful > "
+                  f"{t.get('helpful', float('nan')):.3g} ({t.get('source', '?')}).", "",
+                  metrics_table({m: ModelMetrics(**v) for m, v in judge.get("models", {}).items()}), "",
+                  *[f"- {s}" for s in claims(judge)], ""]
+    if metrics.agreement:
+        parts += ["### Agreement between judges", "", "Cohen's kappa on the good/bad labels (each judge with its own "
+                  "thresholds) and Spearman's rho on the rewards of the same replies; 95% bootstrap intervals.", "",
+                  agreement_table(metrics).as_markdown(), ""]
+    if metrics.human_votes:
+        parts += [votes_sentence(metrics.human_votes), ""]
+    return parts
+
+
 def render_report(metrics: Metrics, plots: Mapping[str, str]) -> str:
     """Markdown report of a :class:`Metrics`; ``plots`` maps kind to a relative PNG path."""
     settings = metrics.settings
@@ -101,6 +136,7 @@ def render_report(metrics: Metrics, plots: Mapping[str, str]) -> str:
                   "all the tests in this table. *Detectable*: the smallest difference these prompts could show with "
                   "80% power at p < 0.05 (rates: from the observed share of prompts the labels disagree on).", "",
                   comparisons_table(claims_comparisons(metrics)), ""]
+    parts += judges_section(metrics)
     parts += ["## The study's published Table 1 (reference figures, not measured here)", "", paper_table(), ""]
     if plots:
         parts += ["## Plots", ""] + [f"![{kind}]({path})" for kind, path in plots.items()] + [""]
