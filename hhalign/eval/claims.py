@@ -86,7 +86,8 @@ def claims_from(comparisons: Sequence[Mapping], alpha: float = ALPHA) -> list[st
         n = sorted({c[category]["n"] for c, _, _ in in_category})
         rate_mdd = _median([t.get("min_detectable_diff") for _, key, t in in_category if key != "mean_reward"])
         mean_mdd = _median([t.get("min_detectable_diff") for _, key, t in in_category if key == "mean_reward"])
-        rates = "no rate difference of any size" if math.isnan(rate_mdd) else f"rate differences of about {rate_mdd:.0f} points"
+        rates = "no rate difference of any size" if math.isnan(rate_mdd) else \
+            f"rate differences of about {rate_mdd:.0f} points"
         means = "no mean-reward difference" if math.isnan(mean_mdd) else \
             f"mean-reward differences of about {mean_mdd:.2f}"
         reach = (f"with {'/'.join(map(str, n))} prompts the tests could detect (80% power) {rates} and {means} "
