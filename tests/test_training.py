@@ -89,6 +89,7 @@ STUDY_COMMON = {"learning_rate": 2e-5, "per_device_train_batch_size": 2, "gradie
 @pytest.mark.parametrize("recipe, kind", [
     ("paper/sft.yaml", "sft"), ("paper/dpo.yaml", "dpo"), ("paper/sft_dpo.yaml", "dpo"),
     ("improved/sft.yaml", "sft"), ("improved/dpo.yaml", "dpo"), ("improved/sft_dpo.yaml", "dpo"),
+    ("improved/dpo_filtered.yaml", "dpo"),
 ])
 def test_every_recipe_loads_into_its_config_classes(recipe, kind):
     from trl import DPOConfig, ModelConfig, SFTConfig

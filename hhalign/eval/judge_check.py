@@ -77,6 +77,16 @@ def scored_prompt(pair: PreferencePair) -> str:
     return pair.prompt.strip().removesuffix("Assistant:").rstrip()
 
 
+def pair_rewards(score_fn: Any, pairs: Sequence[PreferencePair]) -> tuple[list[float], list[float]]:
+    """Rewards of each pair's chosen and of its rejected reply, scored as the evaluator scores a reply."""
+    prompts = [scored_prompt(p) for p in pairs]
+    values = [s.reward for s in score_fn(prompts * 2, [p.chosen.strip() for p in pairs]
+                                         + [p.rejected.strip() for p in pairs])]
+    if any(not math.isfinite(v) for v in values):
+        raise HHAlignError("the reward model returned NaN on preference pairs: try --dtype float32")
+    return values[: len(pairs)], values[len(pairs):]
+
+
 def weights_stamp(path: str | Path) -> list:
     """Names, sizes and modification times of a local checkpoint's weight files: a rewrite changes the stamp."""
     folder = Path(path)
@@ -112,13 +122,9 @@ def run_check(loaded: Any, input_format: str, pairs: Mapping[str, Sequence[Prefe
             return cached["rewards"], True
     rewards: dict[str, dict[str, list[float]]] = {}
     for subset, items in pairs.items():
-        prompts = [scored_prompt(p) for p in items]
         logger.info(f"judge check of {key['model']}: scoring {len(items)} {subset} pairs")
-        scores = score_fn(prompts * 2, [p.chosen.strip() for p in items] + [p.rejected.strip() for p in items])
-        values = [s.reward for s in scores]
-        if any(not math.isfinite(v) for v in values):
-            raise HHAlignError(f"reward model {key['model']!r} returned NaN on judge-check pairs: try --dtype float32")
-        rewards[subset] = {"chosen": values[: len(items)], "rejected": values[len(items):]}
+        chosen, rejected = pair_rewards(score_fn, items)
+        rewards[subset] = {"chosen": chosen, "rejected": rejected}
     try:
         cache.mkdir(parents=True, exist_ok=True)
         write_json(path, {"key": key, "rewards": rewards, **provenance(),
