@@ -39,6 +39,17 @@ def tiny_adapter(tiny_models, tmp_path_factory):
     return build_tiny_adapter(tiny_models.policy, tmp_path_factory.mktemp("adapter") / "lora")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread: the tiny models gain nothing from more, and on a shared CPU thread sync makes steps crawl."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def hh_path() -> Path:
     if not HH_PATH.is_dir():

@@ -15,15 +15,8 @@ from hhalign.training import config as tconfig
 from hhalign.training import data as tdata
 from hhalign.training import filters
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models run fastest on one thread; on a busy machine two are several times slower.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize(

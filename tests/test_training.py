@@ -46,17 +46,6 @@ def _error_line(err: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    """One torch thread: the tiny models gain nothing from more, and on a shared CPU thread sync makes steps crawl."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
 def runs(tiny_models, hh_path, tmp_path_factory, one_thread):
     """SFT, DPO and SFT+DPO (DPO on the SFT output) through the real entry scripts, on the local HH test split."""
     root = tmp_path_factory.mktemp("runs")
