@@ -241,6 +241,7 @@ def test_resume_and_from_responses_with_several_judges(tiny_models, second_judge
     for name in ("a", "b"):
         assert imported["judges"][name]["models"] == metrics["judges"][name]["models"]
     assert imported["agreement"][0]["kappa"] == metrics["agreement"][0]["kappa"]
+    assert [r["labels"] for r in read_log(again / "responses.jsonl")] == [r["labels"] for r in resumed]
     assert imported["judge"] == {} and "No judge check in this run" in (again / "report.md").read_text()
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import HHAlignError
 from ..refs import DEFAULT_REWARD_MODEL, ModelRef, parse_model_refs
-from .metrics import Thresholds, passes, summarize
+from .metrics import Thresholds, label, passes, summarize
 from .stats import calibrate_threshold, kappa_ci, spearman_ci
 
 logger = logging.getLogger(__name__)
@@ -163,6 +163,19 @@ def records_judges(records: Sequence[Mapping], fallback: str) -> list[str]:
             raise HHAlignError(f"record {i} has rewards of judges {', '.join(names)} but record 1 of "
                                f"{', '.join(first)}: every record needs a reward from every judge")
     return first
+
+
+def relabel(records: Sequence[Mapping], judges: Sequence[JudgeResult]) -> list[dict]:
+    """The records with the primary judge's ``label`` and, when they hold several judges' rewards, every judge's
+    ``labels``, under these judges' thresholds."""
+    primary = judges[0]
+    out = []
+    for r in records:
+        rec = {**r, "label": label(r["category"], r["reward"], primary.thresholds)}
+        if r.get("rewards"):
+            rec["labels"] = {j.name: label(r["category"], r["rewards"][j.name], j.thresholds) for j in judges}
+        out.append(rec)
+    return out
 
 
 def as_judge(records: Sequence[Mapping], name: str, primary: str) -> list[dict]:

@@ -21,8 +21,8 @@ from ..fmt import pct
 from ..refs import DEFAULT_REWARD_MODEL, ModelRef, parse_model_refs
 from ..training.config import DEMO_PAIRS_PATH
 from .config import EvalConfig
-from .judges import JudgeResult, judge_blocks, offline_judges
-from .metrics import label, summarize
+from .judges import JudgeResult, judge_blocks, offline_judges, relabel
+from .metrics import summarize
 from .panel import Panel
 from .records import load_records
 from .rundir import check_resume, prepare_out, run_fingerprint, write_prompts
@@ -234,8 +234,7 @@ def finish(cfg: EvalConfig, out: Path, records: list[dict], settings: dict,
     }
     metrics = Metrics.from_dict({"schema_version": SCHEMA_VERSION, **summary, "settings": settings})
     if settings.get("source") == "from_responses":
-        write_jsonl(out / FILES["responses"], ({**r, "label": label(r["category"], r["reward"], thresholds)}
-                                               for r in records))
+        write_jsonl(out / FILES["responses"], relabel(records, judges))
     write_json(out / FILES["metrics"], metrics.to_dict())
     plots = {}
     if cfg.plots:
