@@ -90,6 +90,8 @@ def test_every_recipe_loads_into_its_config_classes(recipe, kind):
         assert getattr(training, key) == value, key
     assert script.subsets == list(hdata.SUBSETS) and script.dataset_train_split == "train" and script.pad_with_eos
     assert script.dataset_name == "Anthropic/hh-rlhf"
+    # improved: training text starts like the evaluation prompts ("</s>Human:"); the study's started "</s>\n\nHuman:"
+    assert script.trim_transcripts == recipe.startswith("improved")
     if kind == "sft":
         assert model.model_name_or_path == "facebook/opt-350m" and not model.use_peft
         assert training.num_train_epochs == 2 and training.max_length == 512
