@@ -143,10 +143,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     """base -> SFT -> DPO and SFT -> SFT+DPO, then the evaluator on all four, then push and record when asked."""
     out = Path(cfg.output_dir).expanduser()
     eval_cfg, demo_args = cfg.eval, {}
+    check_pipeline_push(cfg)
     if cfg.demo:
-        if (cfg.push_to_hub or cfg.push_results_to_hub) and not cfg.dry_run:
-            raise HHAlignError("--demo trains throwaway tiny models: it cannot be pushed; add --dry_run --staging DIR "
-                               "to see what would be uploaded")
         import torch
 
         from ..testing.tiny import build_tiny
@@ -163,7 +161,9 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         demo_args = dict(DEMO_OVERRIDES)
     # One base for SFT, DPO and the evaluation: the option, else the SFT recipe's model.
     base = cfg.base_model or parse_args("sft", ["--config", cfg.sft_recipe])[2].model_name_or_path
-    check_pipeline_push(cfg, base)
+    if cfg.push_to_hub and _resolve_ref(base) != base and not cfg.base_model_hub_id:
+        raise HHAlignError(f"the DPO adapter would name the local folder {base!r} as its base: pass "
+                           "--base_model_hub_id org/name (that model on the Hub) or a Hub id as --base_model")
     out.mkdir(parents=True, exist_ok=True)
     records = {}
     for stage in STAGES:
@@ -189,10 +189,14 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
             "pushed": pushed}
 
 
-def check_pipeline_push(cfg: PipelineConfig, base: str) -> None:
-    """Everything the pushes at the end need, checked before hours of training."""
+def check_pipeline_push(cfg: PipelineConfig) -> None:
+    """Everything the pushes at the end need (but the adapter's base, known once the base is), checked before hours
+    of training."""
     from ..publish.hub import check_push, check_repo_id
 
+    if cfg.demo and (cfg.push_to_hub or cfg.push_results_to_hub) and not cfg.dry_run:
+        raise HHAlignError("--demo trains throwaway tiny models: it cannot be pushed; add --dry_run --staging DIR "
+                           "to see what would be uploaded")
     if cfg.dry_run and not (cfg.push_to_hub or cfg.push_results_to_hub):
         raise HHAlignError("--dry_run stages what --push_to_hub or --push_results_to_hub would upload: add one")
     if cfg.dry_run and not cfg.staging:
@@ -211,9 +215,6 @@ def check_pipeline_push(cfg: PipelineConfig, base: str) -> None:
     for stage in STAGES:
         repo = f"{cfg.hub_model_prefix}-{HUB_SUFFIX[stage]}"
         check_repo_id(repo, "--hub_model_prefix") if cfg.dry_run else check_push(repo)
-    if _resolve_ref(base) != base and not cfg.base_model_hub_id:
-        raise HHAlignError(f"the DPO adapter would name the local folder {base!r} as its base: pass "
-                           "--base_model_hub_id org/name (that model on the Hub) or a Hub id as --base_model")
 
 
 def results_options(cfg: PipelineConfig, eval_cfg: EvalConfig) -> EvalConfig:
