@@ -12,6 +12,9 @@ from ..refs import DEFAULT_REWARD_MODEL
 from .judge_check import DEFAULT_N
 from .metrics import DEFAULT_BOOTSTRAP, HARMLESS_THRESHOLD, HELPFUL_THRESHOLD, Thresholds
 
+# Old or other tools' option names the evaluator accepts: lm-evaluation-harness calls the output folder --output_path.
+ALIASES = {"output_path": "out"}
+
 
 @dataclass
 class EvalConfig:
@@ -44,6 +47,10 @@ class EvalConfig:
         "help": "Folder of cached judge checks. Default: $HHALIGN_CACHE/judge, else ~/.cache/hhalign/judge."})
     dataset: str = field(default=hdata.DEFAULT_DATASET, metadata={
         "help": "HH-RLHF Hub id or a local folder with the same layout (e.g. ../shared/data/hh-rlhf)."})
+    dataset_hub_id: str | None = field(default=None, metadata={
+        "help": "With a local --dataset: the Hub dataset it is a copy of (e.g. Anthropic/hh-rlhf). Recorded with the "
+                "results, it names the prompts' source in model cards and results datasets; without it a local "
+                "folder is named as local, never as a Hub dataset."})
     split: str = field(default="test", metadata={"help": "Dataset split the prompts come from."})
     prompt_set: str = field(default="paper", metadata={
         "help": "paper (the study's 100 prompts); paper-large (the study's procedure continued: same seed and "
@@ -89,8 +96,38 @@ class EvalConfig:
     plots: bool = field(default=True, metadata={"help": "Write PNG plots."})
     untrained_models: bool = field(default=False, metadata={
         "help": "Label the outputs as a demo of tiny untrained models (set by --demo and the training demo)."})
+    push_results_to_hub: str | None = field(default=None, metadata={
+        "help": "After the run, publish it as the Hub dataset ORG/NAME: one config per model (its scored responses), "
+                "metrics.json, the lm-eval/AlpacaEval exports, a split per evaluation and `latest`, and a dataset "
+                "card saying what produced it."})
+    results_private: bool = field(default=False, metadata={"help": "Create the results dataset as private."})
+    dry_run: bool = field(default=False, metadata={
+        "help": "With --push_results_to_hub: write the dataset repo into --staging and upload nothing."})
+    staging: str | None = field(default=None, metadata={
+        "help": "Folder the results dataset is staged in (kept); needed with --dry_run."})
 
     def __post_init__(self) -> None:
+        from ..publish.hub import check_push, check_repo_id
+        from ..refs import is_hub_id, is_local
+
+        if self.dataset_hub_id is not None:
+            if not is_hub_id(self.dataset_hub_id, namespaced=True):
+                raise HHAlignError(f"--dataset_hub_id {self.dataset_hub_id!r} is not a Hub dataset id: write org/name")
+            if self.dataset and not is_local(self.dataset):
+                raise HHAlignError(f"--dataset_hub_id names the Hub copy of a local --dataset, but --dataset "
+                                   f"{self.dataset!r} is not a local folder: drop --dataset_hub_id")
+        if (self.dry_run or self.staging) and not self.push_results_to_hub:
+            raise HHAlignError("--dry_run and --staging stage a results dataset: add --push_results_to_hub ORG/NAME")
+        if self.push_results_to_hub:
+            check_repo_id(self.push_results_to_hub, "--push_results_to_hub")
+            if self.dry_run and not self.staging:
+                raise HHAlignError("--dry_run writes the results dataset into --staging DIR: add --staging")
+            if not self.dry_run:
+                check_push(self.push_results_to_hub, option="--push_results_to_hub",
+                           id_option="--push_results_to_hub")
+        self._check_judges()
+
+    def _check_judges(self) -> None:
         if isinstance(self.reward_model, str):  # the single reference of older configs and callers
             self.reward_model = [self.reward_model]
         if not self.reward_model:

@@ -134,8 +134,11 @@ class Metrics:
         out = {"schema_version": self.schema_version,
                "models": {k: dataclasses.asdict(v) for k, v in self.models.items()},
                "comparisons": self.comparisons, "threshold_sweep": self.threshold_sweep,
-               "significance_note": self.significance_note, "judge": self.judge, "judges": self.judges,
-               "agreement": self.agreement, "human_votes": self.human_votes, **self.extra}
+               "significance_note": self.significance_note,
+               # Files without judges (no check, a single judge from older runs) stay unchanged.
+               **{k: v for k, v in (("judge", self.judge), ("judges", self.judges), ("agreement", self.agreement),
+                                    ("human_votes", self.human_votes)) if v},
+               **self.extra}
         settings = dataclasses.asdict(self.settings)
         settings.update(settings.pop("extra"))
         out["settings"] = settings
@@ -157,13 +160,15 @@ class Metrics:
             except (TypeError, KeyError) as exc:
                 raise HHAlignError(f"{source}: model {name!r} is malformed ({exc}); re-run the evaluator") from None
         settings = _build(Settings, data.get("settings") or {}, keep_extra=True)
+        judge = data.get("judge") or {}
+        if not isinstance(judge, dict):
+            raise HHAlignError(f"{source}: 'judge' must map judge names to their accuracies; re-run the judge check")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(models=models, settings=settings, comparisons=list(data.get("comparisons") or []),
                    threshold_sweep=dict(data.get("threshold_sweep") or {}),
-                   significance_note=str(data.get("significance_note") or ""),
-                   judge=dict(data.get("judge") or {}), judges=dict(data.get("judges") or {}),
-                   agreement=list(data.get("agreement") or []), human_votes=dict(data.get("human_votes") or {}),
-                   schema_version=version,
+                   significance_note=str(data.get("significance_note") or ""), judge=judge,
+                   judges=dict(data.get("judges") or {}), agreement=list(data.get("agreement") or []),
+                   human_votes=dict(data.get("human_votes") or {}), schema_version=version,
                    extra={k: v for k, v in data.items() if k not in known})
 
 
