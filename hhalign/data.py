@@ -13,6 +13,8 @@ from .files import ASSETS_DIR, json_lines
 from .protocol import ASSISTANT, paper_prompt, split_final_reply
 from .refs import is_local
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_DATASET = "Anthropic/hh-rlhf"
 SUBSETS = ("harmless-base", "helpful-base", "helpful-online", "helpful-rejection-sampled")
 # The study kept harmless-base test rows whose chosen transcript contains one of these (plain substring test).
@@ -22,6 +24,8 @@ PAPER_N_PER_CATEGORY = 50
 CATEGORIES = ("harmful", "helpful")
 PROMPT_SETS = ("paper", "paper-large", "harmful-all", "sample", "demo")
 DEMO_PROMPTS_PATH = ASSETS_DIR / "demo_prompts.jsonl"
+# A few HH-style preference pairs shipped for offline demos (training, the demo's judge check).
+DEMO_PAIRS_PATH = ASSETS_DIR / "demo_pairs.jsonl"
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,42 @@ def load_hh(dataset: str = DEFAULT_DATASET, subset: str = "harmless-base", split
         return [row for i, row in enumerate(rows) if i not in dropped]
     raise HHAlignError(f"dataset {dataset!r} subset {subset!r} row {bad[0]} has no 'Human:'/'Assistant:' turns "
                        f"({len(bad)} such rows): rows must be HH-RLHF dialogues")
+
+
+def read_pairs_file(path: str | Path) -> list[dict]:
+    """Rows ``{"chosen", "rejected"}`` (HH transcripts) from a JSONL file."""
+    path = Path(path)
+    rows = []
+    for lineno, obj in json_lines(path, "{chosen, rejected} object"):
+        if not all(isinstance(obj.get(k), str) for k in ("chosen", "rejected")):
+            raise HHAlignError(f"{path}:{lineno}: needs string fields 'chosen' and 'rejected' (HH transcripts)")
+        rows.append({"chosen": obj["chosen"], "rejected": obj["rejected"]})
+    return rows
+
+
+def load_rows(dataset: str, subsets: Sequence[str], split: str) -> tuple[list, dict]:
+    """HH rows of every subset (concatenated in the given order) or of a JSONL file, with per-source counts."""
+    path = Path(dataset).expanduser()
+    if path.is_file() or dataset.endswith((".jsonl", ".json")):
+        if not path.is_file():
+            raise HHAlignError(f"--dataset {dataset!r} does not exist: pass a JSONL file, a folder or a Hub id")
+        rows = read_pairs_file(path)
+        return rows, {path.name: len(rows)}
+    if not subsets:
+        raise HHAlignError("--subsets is empty: name at least one of " + ", ".join(SUBSETS))
+    if dataset == DEFAULT_DATASET:
+        bad = [s for s in subsets if s not in SUBSETS]
+        if bad:
+            raise HHAlignError(f"unknown HH-RLHF subset(s) {', '.join(bad)}: use {', '.join(SUBSETS)}")
+    rows: list[dict] = []
+    counts = {}
+    for subset in subsets:
+        # A stray malformed row in 160k must not stop a run; rows that do not parse into a pair are counted below.
+        part = load_hh(dataset, subset, split, skip_bad_rows=True)
+        counts[subset] = len(part)
+        rows.extend(part)
+        logger.info(f"loaded {len(part)} rows of {dataset} {subset} {split}")
+    return rows, counts
 
 
 def preference_pair(row: dict) -> PreferencePair:

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..data import SUBSETS, PreferencePair, preference_pair
+from ..data import SUBSETS, PreferencePair, load_rows, preference_pair
 from ..env import provenance
 from ..errors import HHAlignError
 from ..files import read_json, write_json
@@ -47,8 +47,6 @@ def check_pairs(dataset: str, split: str = "test", n: int = DEFAULT_N,
                 seed: int = CHECK_SEED) -> dict[str, list[PreferencePair]]:
     """A seeded sample of ``n`` preference pairs per subset (every subset the dataset has; a JSONL file of
     {chosen, rejected} is one subset named after the file). Rows that do not parse into a pair are skipped."""
-    from ..training.data import load_rows
-
     if n < 1:
         raise HHAlignError(f"--judge_check must be a positive number of pairs per subset (or 0 for none), got {n}")
     path = Path(dataset).expanduser()

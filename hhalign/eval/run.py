@@ -19,7 +19,6 @@ from ..errors import HHAlignError
 from ..files import JsonlWriter, read_json, read_log, write_json, write_jsonl, write_text
 from ..fmt import pct
 from ..refs import DEFAULT_REWARD_MODEL, ModelRef, parse_model_refs
-from ..training.config import DEMO_PAIRS_PATH
 from .config import EvalConfig
 from .judges import JudgeResult, judge_blocks, offline_judges, relabel
 from .metrics import summarize
@@ -48,7 +47,7 @@ def demo_setup(cfg: EvalConfig, out: Path) -> EvalConfig:
     judges = cfg.reward_model if cfg.reward_model != [DEFAULT_REWARD_MODEL] else [str(tiny.reward)]
     return EvalConfig(**{**asdict(cfg), "models": [f"tiny={tiny.policy}", f"tiny_lora={adapter}"],
                          "reward_model": judges, "prompt_set": "demo", "dataset": "",
-                         "judge_dataset": cfg.judge_dataset or str(DEMO_PAIRS_PATH),
+                         "judge_dataset": cfg.judge_dataset or str(hdata.DEMO_PAIRS_PATH),
                          "n_bootstrap": min(cfg.n_bootstrap, 2000)})
 
 

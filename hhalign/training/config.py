@@ -7,11 +7,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..data import DEFAULT_DATASET, SUBSETS
+from ..data import (
+    DEFAULT_DATASET,
+    DEMO_PAIRS_PATH,  # noqa: F401 - where the training scripts' users look for it
+    SUBSETS,
+)
 from ..errors import HHAlignError
-from ..files import ASSETS_DIR
 
-DEMO_PAIRS_PATH = ASSETS_DIR / "demo_pairs.jsonl"
 RUN_FILE = "hhalign_train.json"
 LOSS_CSV, LOSS_JSON, LOSS_PNG = "losses.csv", "losses.json", "loss.png"
 KINDS = ("sft", "dpo")

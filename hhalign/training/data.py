@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from ..data import DEFAULT_DATASET, SUBSETS, preference_pair
+from ..data import load_rows, preference_pair, read_pairs_file  # noqa: F401 - read_pairs_file: for its users
 from ..errors import HHAlignError
 from .config import SFT_FORMATS, ScriptArguments
 
@@ -23,46 +21,6 @@ class TrainingData:
 
     examples: list[dict]
     info: dict
-
-
-def read_pairs_file(path: str | Path) -> list[dict]:
-    """Rows ``{"chosen", "rejected"}`` (HH transcripts) from a JSONL file."""
-    from ..files import json_lines
-
-    path = Path(path)
-    rows = []
-    for lineno, obj in json_lines(path, "{chosen, rejected} object"):
-        if not all(isinstance(obj.get(k), str) for k in ("chosen", "rejected")):
-            raise HHAlignError(f"{path}:{lineno}: needs string fields 'chosen' and 'rejected' (HH transcripts)")
-        rows.append({"chosen": obj["chosen"], "rejected": obj["rejected"]})
-    return rows
-
-
-def load_rows(dataset: str, subsets: Sequence[str], split: str) -> tuple[list, dict]:
-    """HH rows of every subset (concatenated in the given order) or of a JSONL file, with per-source counts."""
-    path = Path(dataset).expanduser()
-    if path.is_file() or dataset.endswith((".jsonl", ".json")):
-        if not path.is_file():
-            raise HHAlignError(f"--dataset {dataset!r} does not exist: pass a JSONL file, a folder or a Hub id")
-        rows = read_pairs_file(path)
-        return rows, {path.name: len(rows)}
-    if not subsets:
-        raise HHAlignError("--subsets is empty: name at least one of " + ", ".join(SUBSETS))
-    if dataset == DEFAULT_DATASET:
-        bad = [s for s in subsets if s not in SUBSETS]
-        if bad:
-            raise HHAlignError(f"unknown HH-RLHF subset(s) {', '.join(bad)}: use {', '.join(SUBSETS)}")
-    from ..data import load_hh
-
-    rows: list[dict] = []
-    counts = {}
-    for subset in subsets:
-        # A stray malformed row in 160k must not stop a run; rows that do not parse into a pair are counted below.
-        part = load_hh(dataset, subset, split, skip_bad_rows=True)
-        counts[subset] = len(part)
-        rows.extend(part)
-        logger.info(f"loaded {len(part)} rows of {dataset} {subset} {split}")
-    return rows, counts
 
 
 def _sample(rows: list, max_samples: int | None, seed: int) -> list:
