@@ -144,8 +144,8 @@ def calibrate(check_rewards: Mapping[str, Mapping[str, Sequence[float]]]) -> tup
         chosen = [v for s in subsets for v in check_rewards[s]["chosen"]]
         rejected = [v for s in subsets for v in check_rewards[s]["rejected"]]
         values[kind] = calibrate_threshold(chosen, rejected)
-        info["calibration"][kind] = {"subsets": subsets, "n_pairs": len(chosen),
-                      "balanced_accuracy": balanced_accuracy(chosen, rejected, values[kind]) * 100}
+        accuracy = balanced_accuracy(chosen, rejected, values[kind]) * 100
+        info["calibration"][kind] = {"subsets": subsets, "n_pairs": len(chosen), "balanced_accuracy": accuracy}
     return Thresholds(values["harmless"], values["helpful"]), info
 
 
