@@ -101,7 +101,8 @@ def judges_section(metrics: Metrics) -> list[str]:
                   *[f"- {s}" for s in claims(judge)], ""]
     if metrics.agreement:
         parts += ["### Agreement between judges", "", "Cohen's kappa on the good/bad labels (each judge with its own "
-                  "thresholds) and Spearman's rho on the rewards of the same replies; 95% bootstrap intervals.", "",
+                  "thresholds) and Spearman's rho on the rewards of the same replies; 95% bootstrap intervals. Read "
+                  "the per-category rows: the `all` row pools two label sets, which inflates kappa.", "",
                   agreement_table(metrics).as_markdown(), ""]
     if metrics.human_votes:
         parts += [votes_sentence(metrics.human_votes), ""]
