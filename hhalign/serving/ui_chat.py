@@ -87,9 +87,9 @@ def chat_tab(backend: Backend, examples: dict[str, list[str]]) -> None:
                 yield with_turns(convs, model, [*earlier, turn]), {}
 
     def locked(flag: bool) -> list:
-        # send, stop, retry, undo, clear, model, kind: nothing that changes the conversation while a reply streams.
-        return [gr.update(interactive=not flag), gr.update(interactive=flag),
-                *[gr.update(interactive=not flag)] * 5]
+        # send, stop, retry, undo, clear: nothing that changes the conversation while a reply streams. (Not the model
+        # dropdown: Gradio 6.31 forgets a dropdown's value when its interactivity is updated.)
+        return [gr.update(interactive=not flag), gr.update(interactive=flag), *[gr.update(interactive=not flag)] * 3]
 
     def respond_ui(message, convs, model, category, greedy, max_new, temperature, top_p):
         text = normalize_content(message).strip()
@@ -147,6 +147,8 @@ def chat_tab(backend: Backend, examples: dict[str, list[str]]) -> None:
         return [], with_turns(convs, model, []), "", {}
 
     def switch(model, convs):
+        if model not in describe:
+            return gr.skip(), gr.skip(), gr.skip()
         turns = (convs or {}).get(model, [])
         note = (f"Now talking to **{model}**: each model has its own conversation"
                 + (f" (this one has {len(turns)} exchange{'s' if len(turns) != 1 else ''})." if turns else "."))
@@ -189,7 +191,7 @@ def chat_tab(backend: Backend, examples: dict[str, list[str]]) -> None:
     with gr.Accordion("Decoding", open=False):
         greedy = gr.Checkbox(True, label="Greedy (the evaluator's decoding); untick to sample", elem_id="chat-greedy")
         max_new = gr.Slider(1, limits.max_new_tokens, value=limits.default_new_tokens, step=1,
-                            label=f"Max new tokens (at most {limits.max_new_tokens})")
+                            label=f"Max new tokens (at most {limits.max_new_tokens})", elem_id="chat-max-new")
         temperature = gr.Slider(0.05, 2.0, value=0.7, step=0.05, label="Temperature (sampling only)",
                                 interactive=False, elem_id="chat-temperature")
         top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="Top-p (sampling only)", interactive=False,
@@ -204,7 +206,7 @@ def chat_tab(backend: Backend, examples: dict[str, list[str]]) -> None:
     api_button = gr.Button(visible=False)
 
     settings = [model, kind, greedy, max_new, temperature, top_p]
-    locks = [send, stop, retry, undo_btn, clear_btn, model, kind]
+    locks = [send, stop, retry, undo_btn, clear_btn]
     ui_outputs = [msg, chatbot, convs, details, status, *locks]
     run = dict(outputs=ui_outputs, api_visibility="private", trigger_mode="once", **generation_limits(backend))
     sent = gr.on([send.click, msg.submit], respond_ui, inputs=[msg, convs, *settings], **run)
@@ -217,8 +219,10 @@ def chat_tab(backend: Backend, examples: dict[str, list[str]]) -> None:
           api_visibility="private")
     gr.on([clear_btn.click, chatbot.clear], clear, inputs=[convs, model], outputs=[chatbot, convs, status, details],
           queue=False, api_name="clear")
-    model.change(switch, inputs=[model, convs], outputs=[chatbot, status, model_info], queue=False,
-                 api_visibility="private")
+    # .input, not .change: locking the dropdown while a reply streams re-renders it, which Gradio reports as a change
+    # (with no value), and that must not swap the conversation away.
+    model.input(switch, inputs=[model, convs], outputs=[chatbot, status, model_info], queue=False,
+                api_visibility="private")
     greedy.change(sampling_controls, inputs=greedy, outputs=[temperature, top_p], queue=False,
                   api_visibility="private")
     api_button.click(api_chat, inputs=[msg, convs, *settings], outputs=[chatbot, convs, details], api_name="chat",

@@ -128,7 +128,7 @@ def results_tab(backend: Backend, demo: gr.Blocks) -> None:
             cards = gr.HTML(rate_cards(view.rates), elem_id="results-cards")
         with gr.Column(scale=2, min_width=260):
             gr.Markdown(hres.explainer_markdown(view.thresholds), elem_id="results-explainer")
-    rates = table(view.rates, "Rates in % with 95% interval (low, high); click a column name to sort",
+    rates = table(view.rates, "Rates in % with 95% interval (low, high); sort with a column's ⋮ menu",
                   "metrics-table", pinned_columns=1, column_widths=widths(view.rates))
     rates_csv = gr.HTML(csv_link(view.rates, "hhalign-rates.csv"), elem_id="rates-csv")
     rewards = table(view.rewards, "Mean reward (raw logit) per prompt category with 95% interval", "rewards-table",
@@ -142,7 +142,8 @@ def results_tab(backend: Backend, demo: gr.Blocks) -> None:
         f_category = gr.Dropdown(view.choices["category"], value=hres.ALL, label="Category", elem_id="filter-category")
         f_label = gr.Dropdown(view.choices["label"], value=hres.ALL, label="Label", elem_id="filter-label")
     no_match = gr.Markdown(NO_MATCH, visible=False, elem_id="browse-empty")
-    rows = table(view.rows, "Responses (search, sort; click a cell to read it whole)", "browse-table",
+    rows = table(view.rows, "Responses (search; sort with a column's ⋮ menu; click a cell to read it whole)",
+                 "browse-table",
                  max_chars=160, max_height=600, column_widths=["10%", "9%", "10%", "9%", "8%", "22%", "32%"])
     rows_csv = gr.HTML(csv_link(view.rows, "hhalign-responses.csv"), elem_id="browse-csv")
     reload_btn = gr.Button("Reload results")
