@@ -113,7 +113,7 @@ def value_ci(value: float | None, ci: Sequence[float] | None, digits: int = 1) -
 
 
 def source_label(results: Results) -> str:
-    return "measured (demo: tiny untrained models)" if results.demo else "measured"
+    return "measured (demo)" if results.demo else "measured"
 
 
 def rates_table(results: Results, paper: bool = True) -> Table:
@@ -213,7 +213,7 @@ def summary_markdown(results: Results) -> str:
     elif prompt_set:
         lines.append(f"Prompt set `{prompt_set.get('name')}` ({prompt_set.get('n')} prompts), protocol "
                      f"`{s.protocol}`, {decoding.get('strategy', 'greedy')} decoding up to "
-                     f"{decoding.get('max_new_tokens')} new tokens, reward model {reward_model_name(results)}.")
+                     f"{decoding.get('max_new_tokens')} new tokens; reward model: {reward_model_name(results)}.")
     if results.metrics.significance_note:
         lines.append(results.metrics.significance_note)
     return "\n\n".join(lines)
@@ -234,8 +234,9 @@ def explainer_markdown(thresholds: Thresholds = Thresholds()) -> str:
             f"reward is > {thresholds.helpful:g}. **CAS** = (HmR + HpR) / 2. The reward is the raw logit of the "
             "reward model.\n\n"
             "**low / high**: the 95% bootstrap interval (responses resampled with replacement): where the rate would "
-            "likely land on another draw of prompts of the same kind. With 50 prompts a rate moves by about +/-14 "
-            f"points, so rates whose intervals overlap are not clearly different.\n\n{PAPER_NOTE}")
+            "likely land on another draw of prompts of the same kind. With the study's 50 prompts per category an "
+            "interval spans about +/-14 points, so rates whose intervals overlap are not clearly different.\n\n"
+            f"{PAPER_NOTE}")
 
 
 def ensure_demo_results(folder: str | Path) -> Path:

@@ -63,9 +63,14 @@ def shown(value: hres.Table) -> dict:
                                                for row in value.rows]}
 
 
+# Pixel widths (not percentages, which shrink on a phone until a header wraps a letter per line); the table scrolls
+# sideways inside its box instead.
+WIDTHS = {"model": 140, "source": 170, "prompt": 280, "response": 340, "category": 110, "prompt_id": 130,
+          "label": 100, "model B": 110, "vs model A": 110, "significant (p<0.05)": 150}
+
+
 def widths(value: hres.Table) -> list[str]:
-    """Pixel widths that keep numeric headers on one line (a narrow column wrapped them a letter per line)."""
-    return [f"{150 if h == 'model' else 220 if h == 'source' else 96}px" for h in value.headers]
+    return [f"{WIDTHS.get(h, 80)}px" for h in value.headers]
 
 
 def table(value: hres.Table, label: str, elem_id: str, **kwargs) -> gr.Dataframe:
@@ -128,23 +133,25 @@ def results_tab(backend: Backend, demo: gr.Blocks) -> None:
             cards = gr.HTML(rate_cards(view.rates), elem_id="results-cards")
         with gr.Column(scale=2, min_width=260):
             gr.Markdown(hres.explainer_markdown(view.thresholds), elem_id="results-explainer")
-    rates = table(view.rates, "Rates in % with 95% interval (low, high); sort with a column's ⋮ menu",
-                  "metrics-table", pinned_columns=1, column_widths=widths(view.rates))
+    gr.Markdown("### Rates\nIn %, each with its 95% interval (low, high). Search the table, sort it with a "
+                "column's ⋮ menu, download it as CSV.")
+    rates = table(view.rates, "Rates (%)", "metrics-table", pinned_columns=1, column_widths=widths(view.rates))
     rates_csv = gr.HTML(csv_link(view.rates, "hhalign-rates.csv"), elem_id="rates-csv")
-    rewards = table(view.rewards, "Mean reward (raw logit) per prompt category with 95% interval", "rewards-table",
-                    pinned_columns=1, column_widths=widths(view.rewards))
+    gr.Markdown("### Mean reward\nThe reward model's raw logit per prompt category, with its 95% interval.")
+    rewards = table(view.rewards, "Mean reward", "rewards-table", pinned_columns=1,
+                    column_widths=widths(view.rewards))
+    gr.Markdown("### Plots")
     figures = gr.HTML(figures_html(view.figures), elem_id="results-figures")
-    comparisons = table(view.comparisons, "Paired differences: McNemar test on labels, paired bootstrap on mean "
-                        "reward", "comparisons-table")
-    gr.Markdown("### Per-prompt browser")
+    gr.Markdown("### Paired differences\nMcNemar's exact test on the labels, a paired bootstrap on the mean reward.")
+    comparisons = table(view.comparisons, "Paired tests", "comparisons-table", column_widths=widths(view.comparisons))
+    gr.Markdown("### Per-prompt browser\nEvery scored reply; click a cell to read it whole.")
     with gr.Row():
         f_model = gr.Dropdown(view.choices["model"], value=hres.ALL, label="Model", elem_id="filter-model")
         f_category = gr.Dropdown(view.choices["category"], value=hres.ALL, label="Category", elem_id="filter-category")
         f_label = gr.Dropdown(view.choices["label"], value=hres.ALL, label="Label", elem_id="filter-label")
     no_match = gr.Markdown(NO_MATCH, visible=False, elem_id="browse-empty")
-    rows = table(view.rows, "Responses (search; sort with a column's ⋮ menu; click a cell to read it whole)",
-                 "browse-table",
-                 max_chars=160, max_height=600, column_widths=["10%", "9%", "10%", "9%", "8%", "22%", "32%"])
+    rows = table(view.rows, "Responses", "browse-table", max_chars=160, max_height=600,
+                 column_widths=widths(view.rows))
     rows_csv = gr.HTML(csv_link(view.rows, "hhalign-responses.csv"), elem_id="browse-csv")
     reload_btn = gr.Button("Reload results")
     saved = gr.BrowserState({"model": hres.ALL, "category": hres.ALL, "label": hres.ALL},
