@@ -31,7 +31,7 @@ def server(app_module, space_demo_cache, parrot_model, tmp_path_factory):
                                  max_new_tokens=32, default_new_tokens=12, max_input_chars=500)
     demo = app_module.create(cfg)
     _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True,
-                            **app_module.launch_options())
+                            **app_module.launch_options(cfg))
     try:
         yield url, cache
     finally:
@@ -214,3 +214,51 @@ def test_votes_go_to_the_hub_only_with_a_token_and_a_dataset(app_module, monkeyp
     assert app_module.SpaceConfig(votes_repo="org/v").hub_votes() == ("org/v", "hf_x")
     assert app_module.SpaceConfig(demo=True).hub_votes() is None  # the demo stays offline unless told
     assert app_module.SpaceConfig().code_link() == "https://huggingface.co/spaces/org/space/tree/main"
+
+
+def test_zerogpu_pattern_preload_on_cuda_and_gpu_time_per_token_budget(app_module, space_demo_cache, monkeypatch,
+                                                                         tmp_path):
+    """With the `spaces` package (a recording stand-in: there is no ZeroGPU here) every generation goes through
+    spaces.GPU with a duration computed from the request; with SPACES_ZERO_GPU set the models are placed on cuda and
+    loaded at start-up."""
+    import sys
+    import types
+
+    from gradio_client import Client
+
+    from hhalign.serving.chat import ChatService
+    from hhalign.serving.config import build_backend
+    from hhalign.serving.zerogpu import gpu_seconds
+
+    asked: list[int] = []
+
+    def GPU(duration=60):  # noqa: N802 - the spaces package's name
+        def wrap(fn):
+            def run(*args, **kwargs):
+                asked.append(duration(*args, **kwargs) if callable(duration) else duration)
+                yield from fn(*args, **kwargs)
+            return run
+        return wrap
+
+    monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=GPU))
+    cache = tmp_path / "cache"
+    shutil.copytree(space_demo_cache, cache)
+    cfg = app_module.SpaceConfig(demo=True, cache_dir=str(cache), max_new_tokens=32, default_new_tokens=32,
+                                 gpu_duration=30)
+    demo = app_module.create(cfg)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True,
+                            **app_module.launch_options(cfg))
+    try:
+        c = Client(url, verbose=False)
+        c.predict("hi", "tiny", "helpful", True, 10, 0.7, 0.9, api_name="/chat")
+        c.predict("hi", "helpful", 20, api_name="/compare")
+        c.predict("hi", "helpful", api_name="/arena")
+    finally:
+        demo.close()
+    assert asked == [gpu_seconds(10, 1, 30), gpu_seconds(20, 2, 30), gpu_seconds(32, 2, 30)] == [11, 24, 26]
+
+    prepared: list[list[str]] = []
+    monkeypatch.setattr(ChatService, "prepare", lambda self, names: prepared.append(list(names)))
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    backend = build_backend(cfg)
+    assert backend.service.pool.device_request == "cuda" and prepared == [["tiny", "tiny_lora"]]

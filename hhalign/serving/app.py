@@ -161,10 +161,10 @@ def build_demo(backend: Backend) -> gr.Blocks:
     return demo
 
 
-def launch_options() -> dict:
-    """What every launch passes: the theme and styles, no uploads, no server-side rendering."""
+def launch_options(cfg: SpaceConfig) -> dict:
+    """What every launch passes: the theme and styles, no uploads, no server-side rendering, bounded sessions."""
     return {"theme": gr.themes.Soft(), "css": CSS, "ssr_mode": False, "max_file_size": MAX_FILE_SIZE,
-            "footer_links": ["api", "gradio"]}
+            "footer_links": ["api", "gradio"], "state_session_capacity": cfg.max_sessions}
 
 
 def create(cfg: SpaceConfig, app_dir: str | Path | None = None) -> gr.Blocks:
@@ -183,7 +183,7 @@ def main_from_config(cfg: SpaceConfig, app_dir: str | Path | None = None) -> Non
     demo = create(cfg, app_dir)
     logger.info(f"serving on http://{cfg.host}:{cfg.port} (tabs: {', '.join(TABS)})")
     try:
-        demo.launch(server_name=cfg.host, server_port=cfg.port, **launch_options())
+        demo.launch(server_name=cfg.host, server_port=cfg.port, **launch_options(cfg))
     except OSError as exc:
         raise HHAlignError(f"cannot serve on {cfg.host}:{cfg.port} ({exc}); pass another --port") from None
 

@@ -53,6 +53,10 @@ class SpaceConfig:
     default_new_tokens: int = field(default=64, metadata={
         "help": "New tokens per reply unless the visitor changes it."})
     max_input_chars: int = field(default=2000, metadata={"help": "Longest message accepted, in characters."})
+    max_sessions: int = field(default=200, metadata={
+        "help": "Sessions (browser tabs, API clients) whose state Gradio keeps in memory, least recently used "
+                "forgotten first. Each holds its conversations and a copy of the page's component values, about a "
+                "third of a MB here; Gradio's own default of 10,000 lets memory grow by gigabytes."})
     queue_size: int = field(default=32, metadata={"help": "Requests waiting at most; more are turned away."})
     concurrency: int = field(default=1, metadata={
         "help": "Generations running at once (chat and compare together); 1 suits a CPU Space."})
@@ -131,8 +135,8 @@ def build_backend(cfg: SpaceConfig, app_dir: str | Path | None = None) -> Backen
     from ..eval.results import ensure_demo_results
 
     limits = cfg.limits
-    if cfg.concurrency < 1 or cfg.queue_size < 1:
-        raise HHAlignError("--concurrency and --queue_size must be at least 1")
+    if cfg.concurrency < 1 or cfg.queue_size < 1 or cfg.max_sessions < 1:
+        raise HHAlignError("--concurrency, --queue_size and --max_sessions must be at least 1")
     if cfg.memory_budget_gb <= 0:
         raise HHAlignError(f"--memory_budget_gb must be positive, got {cfg.memory_budget_gb}")
     results = Path(cfg.results).expanduser() if cfg.results else None
