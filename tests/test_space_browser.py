@@ -7,9 +7,6 @@ import csv
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +16,6 @@ from space_support import PARROT_REPLY
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
-APP = ROOT / "space" / "app.py"
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
@@ -28,38 +24,18 @@ DESKTOP, PHONE = {"width": 1280, "height": 900}, {"width": 390, "height": 844}
 PARROT_SHOWN = PARROT_REPLY.replace("\x1b", "")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(space_demo_cache, parrot_model, tmp_path_factory):
     """(url, cache): ``python space/app.py --demo`` exactly as a new user runs it, offline, with a parrot model."""
+    from hhalign.serving.soak import served_demo
+
     cache = tmp_path_factory.mktemp("space-browser") / "cache"
     shutil.copytree(space_demo_cache, cache)
-    port = _free_port()
-    log = cache.parent / "app.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop("GRADIO_ANALYTICS_ENABLED", None)  # the app's own default must turn analytics off
-    with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, str(APP), "--demo", "--port", str(port), "--cache_dir", str(cache),
-                                 "--models", f"parrot={parrot_model}", "--default_new_tokens", "24"],
-                                stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    try:
-        deadline = time.time() + 90
-        while "Running on" not in log.read_text():
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail(f"space/app.py --demo did not start:\n{log.read_text()[-2000:]}")
-            time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}", cache
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with served_demo(cache, ["--models", f"parrot={parrot_model}", "--default_new_tokens", "24"], env,
+                     cache.parent / "app.log") as (url, _):
+        yield url, cache
 
 
 @pytest.fixture(scope="module")

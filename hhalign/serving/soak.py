@@ -12,6 +12,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -113,25 +115,44 @@ def _traffic(url: str, n: int, max_new: int, per_session: int, start: int = 0):
         yield i
 
 
+@contextmanager
+def served_demo(cache: str | Path, args: Sequence[str] = (), env: Mapping[str, str] | None = None,
+                log: str | Path | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``python space/app.py --demo`` on a free loopback port, as a visitor's server: (url, process) until the block
+    ends, then stopped. Its output goes to ``log`` (default: a temporary file)."""
+    port = _free_port()
+    log = Path(log) if log else Path(tempfile.mkdtemp(prefix="hhalign-space-")) / "server.log"
+    app = Path(__file__).resolve().parents[2] / "space" / "app.py"
+    argv = [sys.executable, str(app), "--demo", "--cache_dir", str(cache), "--port", str(port), *args]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                env=dict(os.environ if env is None else env))
+        try:
+            deadline = time.time() + 120
+            while "Running on" not in log.read_text():
+                if proc.poll() is not None or time.time() > deadline:
+                    raise HHAlignError(f"space/app.py --demo did not start: {log.read_text()[-1500:]}")
+                time.sleep(0.5)
+            yield f"http://127.0.0.1:{port}", proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
 def run_soak(cfg: SoakConfig) -> dict:
     """Serve the demo, drive it, sample its RSS; the result holds the samples and the growth after warm-up."""
     if cfg.requests < 1 or cfg.warmup < 0 or cfg.sample_every < 1 or cfg.per_session < 1:
         raise HHAlignError("--requests, --sample_every and --per_session must be positive, --warmup not negative")
     from ..eval.results import ensure_demo_results
 
-    work = Path(tempfile.mkdtemp(prefix="hhalign-soak-"))
-    cache = Path(cfg.cache_dir) if cfg.cache_dir else ensure_demo_results(work / "cache")
-    port = _free_port()
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else ensure_demo_results(Path(tempfile.mkdtemp()) / "cache")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **dict(kv.split("=", 1) for kv in cfg.server_env)}
-    app = Path(__file__).resolve().parents[2] / "space" / "app.py"
-    log = open(work / "server.log", "w")
     tokens = str(max(cfg.max_new_tokens, 1))
-    argv = [sys.executable, str(app), "--demo", "--cache_dir", str(cache), "--port", str(port), "--max_new_tokens",
-            tokens, "--default_new_tokens", tokens, *cfg.server_args]
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        _wait_for(work / "server.log", proc)
-        url = f"http://127.0.0.1:{port}"
+    with served_demo(cache, ["--max_new_tokens", tokens, "--default_new_tokens", tokens, *cfg.server_args],
+                     env) as (url, proc):
         started = rss_bytes(proc.pid)
         for _ in _traffic(url, cfg.warmup, cfg.max_new_tokens, cfg.per_session):
             pass
@@ -144,13 +165,6 @@ def run_soak(cfg: SoakConfig) -> dict:
         seconds = time.time() - t0
         time.sleep(cfg.idle_seconds)
         idle = rss_bytes(proc.pid)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
     ys = [s[1] for s in samples]
     result = {"config": asdict(cfg), "started_mb": started / MB, "after_warmup_mb": ys[0] / MB, "end_mb": ys[-1] / MB,
               "max_mb": max(ys) / MB, "idle_mb": idle / MB, "growth_mb_per_100": growth_per_100(samples) / MB,
@@ -162,14 +176,6 @@ def run_soak(cfg: SoakConfig) -> dict:
 
         write_json(cfg.out, result)
     return result
-
-
-def _wait_for(log: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while "Running on" not in log.read_text():
-        if proc.poll() is not None or time.time() > deadline:
-            raise HHAlignError(f"the Space did not start: {log.read_text()[-500:]}")
-        time.sleep(0.5)
 
 
 def main(cfg: SoakConfig) -> dict:
