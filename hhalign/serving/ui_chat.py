@@ -180,7 +180,7 @@ def chat_tab(backend: Backend, examples: dict[str, list[str]]) -> None:
     gr.Markdown(explainer(service.thresholds), elem_classes=["hh-explainer"])
     status = gr.Markdown(elem_id="chat-status")
     with gr.Row():
-        msg = gr.Textbox(label="Message", show_label=False, placeholder="Type a message and press Enter", scale=5,
+        msg = gr.Textbox(label="Message", show_label=False, placeholder="Type a message", scale=5,
                          elem_id="chat-input", max_length=limits.max_input_chars)
         send = gr.Button("Send", variant="primary", scale=1, min_width=80, elem_id="chat-send")
         stop = gr.Button("Stop", variant="stop", scale=1, min_width=80, interactive=False, elem_id="chat-stop")
