@@ -257,6 +257,34 @@ def test_results_sort_by_number_and_download_as_csv(open_page):
     shot(page, "results-sorted")
 
 
+def pick(page, elem_id: str, option: str) -> None:
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def test_results_filters_say_when_nothing_matches_and_survive_a_reload(open_page):
+    page = open_page()
+    page.get_by_role("tab", name="Results").click()
+    pick(page, "filter-category", "harmful")
+    pick(page, "filter-label", "helpful")  # a reply to a harmful prompt is harmless or harmful, never helpful
+    page.locator("#browse-empty").wait_for(state="visible")
+    assert "No responses match" in page.locator("#browse-empty").inner_text()
+    pick(page, "filter-label", "all")
+    pick(page, "filter-model", "tiny_lora")
+    page.wait_for_function("document.querySelector('#browse-empty') === null || "
+                           "getComputedStyle(document.querySelector('#browse-empty')).display === 'none' || "
+                           "!document.querySelector('#browse-empty').offsetParent")
+    page.wait_for_function("(document.querySelector('#browse-csv')?.innerText || '').includes('(8 rows)')")
+    page.reload()
+    page.locator("#chat-input textarea").wait_for(timeout=30_000)
+    page.get_by_role("tab", name="Results").click()
+    page.wait_for_function("document.querySelector('#filter-model input')?.value === 'tiny_lora'", timeout=15_000)
+    assert page.locator("#filter-category input").input_value() == "harmful"
+    models = set(column(page, "#browse-table", 0))
+    categories = set(column(page, "#browse-table", 1))
+    assert models == {"tiny_lora"} and categories == {"harmful"}
+
+
 def test_phone_layout_shows_every_tab_and_nothing_wider_than_the_screen(open_page):
     page = open_page(PHONE)
     tabs = [t.inner_text() for t in page.get_by_role("tab").all()]

@@ -24,6 +24,15 @@ FIGURE_CAPTIONS = {
     "reward_boxes": "Reward distributions per model and prompt category; the dashed line is the study's threshold.",
 }
 FILTERS = ("model", "category", "label")
+FILTERS_KEY = "hhalign-results-filters"
+RESTORE_FILTERS = f"""() => {{
+  let saved = {{}};
+  try {{ saved = JSON.parse(localStorage.getItem("{FILTERS_KEY}") || "{{}}"); }} catch (e) {{}}
+  return [saved.model || "all", saved.category || "all", saved.label || "all"];
+}}"""
+SAVE_FILTERS = f"""(model, category, label) => {{
+  localStorage.setItem("{FILTERS_KEY}", JSON.stringify({{model, category, label}}));
+}}"""
 NO_MATCH = "No responses match these filters: choose *all* in one of them."
 
 
@@ -118,13 +127,6 @@ def results_tab(backend: Backend, demo: gr.Blocks) -> None:
             raise gr.Error("no results folder is attached: launch with --results DIR", print_exception=False)
         return filtered(model, category, label)[0]
 
-    def restore(saved):
-        saved = saved or {}
-        return refresh(saved.get("model", hres.ALL), saved.get("category", hres.ALL), saved.get("label", hres.ALL))
-
-    def remember(model, category, label):
-        return {"model": model, "category": category, "label": label}
-
     # Built with the page, so a visitor sees the numbers at once and the filters know their choices.
     view = hres.results_view(backend.results, cache)
     summary = gr.Markdown(view.summary, elem_id="results-summary")
@@ -154,15 +156,14 @@ def results_tab(backend: Backend, demo: gr.Blocks) -> None:
                  column_widths=widths(view.rows))
     rows_csv = gr.HTML(csv_link(view.rows, "hhalign-responses.csv"), elem_id="browse-csv")
     reload_btn = gr.Button("Reload results")
-    saved = gr.BrowserState({"model": hres.ALL, "category": hres.ALL, "label": hres.ALL},
-                            storage_key="hhalign-results-filters")
 
     filters = [f_model, f_category, f_label]
     everything = [summary, cards, rates, rates_csv, rewards, figures, comparisons, *filters, rows, no_match, rows_csv]
     reload_btn.click(refresh, inputs=filters, outputs=everything, api_name="results", concurrency_limit=4)
-    demo.load(restore, inputs=saved, outputs=everything, api_visibility="private", concurrency_limit=4)
+    # The filters live in the visitor's browser (plain localStorage: nothing secret), so a reload keeps them.
+    demo.load(refresh, inputs=filters, outputs=everything, js=RESTORE_FILTERS, api_visibility="private",
+              concurrency_limit=4)
     for f in filters:
         f.input(filtered, inputs=filters, outputs=[rows, no_match, rows_csv], api_visibility="private",
-                concurrency_limit=4).then(remember, inputs=filters, outputs=saved, api_visibility="private",
-                                          queue=False)
+                concurrency_limit=4).then(None, inputs=filters, js=SAVE_FILTERS, api_visibility="private")
     gr.api(browse, api_name="browse", concurrency_limit=4)
