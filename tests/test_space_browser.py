@@ -87,6 +87,14 @@ def wait_for_badges(page, n: int) -> None:
     page.wait_for_function("!document.querySelector('#chat-send').disabled", timeout=30_000)
 
 
+def pick(page, elem_id: str, option: str) -> None:
+    """Choose ``option`` in the dropdown ``elem_id`` (from its own list: several lists may hold the same word)."""
+    box = page.locator(f"#{elem_id} input")
+    box.click()
+    listbox = box.get_attribute("aria-controls")
+    page.locator(f"#{listbox} [role=option][aria-label='{option}']").click()
+
+
 def record_disabled(page, selector: str) -> None:
     """Remember in the page whether ``selector`` is ever disabled from now on (streams can be faster than polling)."""
     page.evaluate("""sel => { window.__wasDisabled = false; const el = document.querySelector(sel);
@@ -133,8 +141,7 @@ def test_an_empty_send_does_nothing(open_page):
 
 def test_a_reply_full_of_markup_reads_as_text_with_its_badge_and_the_applicable_label(open_page, served):
     page = open_page()
-    page.locator("#chat-model input").click()
-    page.get_by_role("option", name="parrot").click()
+    pick(page, "chat-model", "parrot")
     page.locator("#chat-input textarea").fill("Say it <b>loud</b>")
     page.locator("#chat-send").click()
     wait_for_badges(page, 1)
@@ -161,8 +168,7 @@ def test_each_model_has_its_own_conversation_and_undo_gives_the_message_back(ope
     box.fill("First question for tiny")
     page.locator("#chat-send").click()
     wait_for_badges(page, 1)
-    page.locator("#chat-model input").click()
-    page.get_by_role("option", name="parrot").click()
+    pick(page, "chat-model", "parrot")
     page.wait_for_function("(document.querySelector('#chat-status')?.innerText || '').includes('parrot')")
     assert "each model has its own conversation" in page.locator("#chat-status").inner_text()
     assert bubbles(page, "user").count() == 0 and "parrot" in page.locator("#chat-model-info").inner_text()
@@ -170,8 +176,7 @@ def test_each_model_has_its_own_conversation_and_undo_gives_the_message_back(ope
     page.locator("#chat-send").click()
     wait_for_badges(page, 1)
     assert "parrot ·" in bubbles(page, "bot").last.inner_text()
-    page.locator("#chat-model input").click()
-    page.get_by_role("option", name="tiny", exact=True).click()
+    pick(page, "chat-model", "tiny")
     page.wait_for_function("(document.querySelector('#chat-status')?.innerText || '').includes('tiny')")
     assert "1 exchange" in page.locator("#chat-status").inner_text()
     assert "First question for tiny" in bubbles(page, "user").last.inner_text()
@@ -255,11 +260,6 @@ def test_results_sort_by_number_and_download_as_csv(open_page):
     assert rows[0][:4] == ["model", "HmR %", "HmR low", "HmR high"] and len(rows) == 7
     assert "HmR" in page.locator("#results-explainer").inner_text()
     shot(page, "results-sorted")
-
-
-def pick(page, elem_id: str, option: str) -> None:
-    page.locator(f"#{elem_id} input").click()
-    page.get_by_role("option", name=option, exact=True).click()
 
 
 def test_results_filters_say_when_nothing_matches_and_survive_a_reload(open_page):

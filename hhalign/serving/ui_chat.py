@@ -130,10 +130,11 @@ def chat_tab(backend: Backend, examples: dict[str, list[str]]) -> None:
         yield from run_ui(last["user"], with_turns(convs, model, turns), model, category, opts)
 
     def finish(convs, model):
-        """After a reply, a Stop or a failure: a reply cut short is kept, marked as not scored."""
-        turns = [{**t, "state": STOPPED} if t["state"] == WRITING else t for t in (convs or {}).get(model, [])]
-        convs = with_turns(convs, model, turns)
-        return gr.update(interactive=True), display(turns), convs, "", *locked(False)
+        """After a reply, a Stop or a failure: a reply cut short is kept, marked as not scored (in whichever model's
+        conversation it was: the visitor may have switched model meanwhile)."""
+        convs = {m: [{**t, "state": STOPPED} if t["state"] == WRITING else t for t in turns]
+                 for m, turns in (convs or {}).items()}
+        return gr.update(interactive=True), display(convs.get(model, [])), convs, "", *locked(False)
 
     def undo(convs, model):
         turns = list((convs or {}).get(model, []))
