@@ -7,8 +7,10 @@ from pathlib import Path
 
 from ..errors import HHAlignError
 from ..refs import DEFAULT_REWARD_MODEL, parse_model_ref
+from .arena import VoteStore, hub_store
 from .chat import ChatService, Limits
 from .pool import CatalogEntry, ModelPool, add_models, registry_catalog, validate_ref
+from .zerogpu import on_zerogpu
 
 # --- the Space's configuration ---------------------------------------------------------------------------------------
 
@@ -53,14 +55,43 @@ class SpaceConfig:
     default_new_tokens: int = field(default=64, metadata={
         "help": "New tokens per reply unless the visitor changes it."})
     max_input_chars: int = field(default=2000, metadata={"help": "Longest message accepted, in characters."})
+    max_sessions: int = field(default=200, metadata={
+        "help": "Sessions (browser tabs, API clients) whose state Gradio keeps in memory, least recently used "
+                "forgotten first. Each holds its conversations and a copy of the page's component values, about a "
+                "third of a MB here; Gradio's own default of 10,000 lets memory grow by gigabytes."})
     queue_size: int = field(default=32, metadata={"help": "Requests waiting at most; more are turned away."})
     concurrency: int = field(default=1, metadata={
         "help": "Generations running at once (chat and compare together); 1 suits a CPU Space."})
-    gpu_duration: int = field(default=60, metadata={"help": "Seconds of ZeroGPU time asked for per chat reply."})
+    gpu_duration: int = field(default=60, metadata={
+        "help": "Most seconds of ZeroGPU time asked for per reply (fewer for short replies: 10 s + 0.1 s per token)."})
+    preload: bool = field(default=False, metadata={
+        "help": "Load every model at start-up instead of on first use (always done on ZeroGPU hardware)."})
+    votes_repo: str | None = field(default=None, metadata={
+        "help": "Hub dataset (org/name) the arena's votes are pushed to every few minutes; needs HF_TOKEN. Default "
+                "on a Space with HF_TOKEN set: <space id>-votes. Votes are always kept in votes.jsonl beside the "
+                "results."})
+    code_url: str | None = field(default=None, metadata={
+        "help": "Link to the code shown in About (default on a Space: its files)."})
     host: str = field(default_factory=lambda: _env("GRADIO_SERVER_NAME", "127.0.0.1"), metadata={
         "help": "Address to bind (default 127.0.0.1; Hugging Face Spaces set GRADIO_SERVER_NAME)."})
     port: int = field(default_factory=lambda: int(_env("GRADIO_SERVER_PORT", "7860")), metadata={
         "help": "Port to serve on."})
+
+    def hub_votes(self) -> tuple[str, str] | None:
+        """(dataset, token) when votes go to the Hub: a token and a dataset (given or derived from the Space)."""
+        import os
+
+        token = os.environ.get("HF_TOKEN")
+        repo = self.votes_repo or (f"{os.environ['SPACE_ID']}-votes" if os.environ.get("SPACE_ID") else None)
+        if self.demo and not self.votes_repo:
+            return None  # the demo is offline unless told otherwise
+        return (repo, token) if repo and token else None
+
+    def code_link(self) -> str | None:
+        import os
+
+        space = os.environ.get("SPACE_ID")
+        return self.code_url or (f"https://huggingface.co/spaces/{space}/tree/main" if space else None)
 
     @property
     def limits(self) -> Limits:
@@ -82,6 +113,7 @@ class Backend:
     catalog: list[CatalogEntry]
     results: Path | None
     demo: bool
+    votes: VoteStore
 
     @property
     def names(self) -> list[str]:
@@ -105,8 +137,8 @@ def build_backend(cfg: SpaceConfig, app_dir: str | Path | None = None) -> Backen
     from ..eval.results import ensure_demo_results, resolve_results_source
 
     limits = cfg.limits
-    if cfg.concurrency < 1 or cfg.queue_size < 1:
-        raise HHAlignError("--concurrency and --queue_size must be at least 1")
+    if cfg.concurrency < 1 or cfg.queue_size < 1 or cfg.max_sessions < 1:
+        raise HHAlignError("--concurrency, --queue_size and --max_sessions must be at least 1")
     if cfg.memory_budget_gb <= 0:
         raise HHAlignError(f"--memory_budget_gb must be positive, got {cfg.memory_budget_gb}")
     results = resolve_results_source(cfg.results) if cfg.results else None
@@ -124,5 +156,18 @@ def build_backend(cfg: SpaceConfig, app_dir: str | Path | None = None) -> Backen
         shipped = Path(app_dir) / "results" if app_dir else None
         if results is None and shipped is not None and (shipped / "metrics.json").is_file():
             results = shipped
-    pool = ModelPool(catalog, reward, cfg.device, cfg.dtype, cfg.memory_budget_gb)
-    return Backend(cfg, ChatService(pool, limits), catalog, results, cfg.demo)
+    zero = on_zerogpu()
+    # ZeroGPU lends a GPU only inside @spaces.GPU calls: the models must sit "on cuda" from start-up, all of them.
+    device = "cuda" if zero and cfg.device == "auto" else cfg.device
+    pool = ModelPool(catalog, reward, device, cfg.dtype, cfg.memory_budget_gb)
+    service = ChatService(pool, limits)
+    if cfg.preload or zero:
+        service.prepare([e.name for e in catalog])
+    return Backend(cfg, service, catalog, results, cfg.demo, vote_store(cfg, results))
+
+
+def vote_store(cfg: SpaceConfig, results: Path | None) -> VoteStore:
+    """votes.jsonl beside the results shown (the cache folder when there are none), pushed to the Hub when set up."""
+    folder = results if results is not None else Path(cfg.cache_dir).expanduser()
+    hub = cfg.hub_votes()
+    return hub_store(folder, *hub) if hub else VoteStore(folder)
