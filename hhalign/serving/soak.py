@@ -25,7 +25,7 @@ MB = 1024**2
 
 @dataclass
 class SoakConfig:
-    """Options of ``space/soak.py``."""
+    """Options of ``batch/soak_space.py``."""
 
     requests: int = field(default=300, metadata={"help": "Requests after warm-up (each one API call)."})
     warmup: int = field(default=60, metadata={"help": "Requests before the baseline is taken."})
@@ -183,8 +183,8 @@ def main(cfg: SoakConfig) -> dict:
     per 100 requests.
 
     Usage:
-        python space/soak.py --requests 300 --warmup 60
-        python space/soak.py --requests 300 --server_env MALLOC_ARENA_MAX=2 --out soak.json
+        python batch/soak_space.py --requests 300 --warmup 60
+        python batch/soak_space.py --requests 300 --server_env MALLOC_ARENA_MAX=2 --out soak.json
     """
     r = run_soak(cfg)
     print(f"RSS: start {r['started_mb']:.0f} MB, after {cfg.warmup} warm-up requests {r['after_warmup_mb']:.0f} MB, "
