@@ -1,4 +1,4 @@
-"""hhalign.serving.soak: the memory soak of the Space (the measurement itself runs with -m slow or batch/soak_space.py)."""
+"""hhalign.serving.soak: the memory soak of the Space (the measurement runs with -m slow or batch/soak_space.py)."""
 
 from __future__ import annotations
 
