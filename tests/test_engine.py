@@ -106,6 +106,28 @@ def test_engine_kernels_are_scoped(policy):
     assert not any("forward" in vars(m) for m in model.modules())
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_every_linear_kernel_computes_the_linear_layer(dtype):
+    import torch
+    import torch.nn.functional as F
+
+    from hhalign.engine.kernels import kernel_candidates, linear_fn, measured_kernels
+
+    dt = getattr(torch, dtype)
+    gen = torch.Generator().manual_seed(0)
+    weight, bias = torch.randn(48, 32, generator=gen).to(dt), torch.randn(48, generator=gen).to(dt)
+    tol = 1e-4 if dtype == "float32" else 5e-2
+    for shape in ((3, 32), (2, 70, 32)):  # few rows, many rows (3-D, as in a model)
+        x = torch.randn(*shape, generator=gen).to(dt)
+        expected = F.linear(x.float(), weight.float(), bias.float())
+        for kernel in kernel_candidates(dt):
+            for gelu in (False, True):
+                got = linear_fn(weight, bias, kernel, gelu=gelu)(x).float()
+                want = F.gelu(expected) if gelu else expected
+                assert got.shape == want.shape and torch.allclose(got, want, atol=tol, rtol=tol), (kernel, gelu)
+    assert set(measured_kernels(dtype).values()) <= set(kernel_candidates(dt))
+
+
 def test_fast_mode_runs_and_its_agreement_is_measurable(policy, prompt_ids):
     import copy
 

@@ -49,3 +49,84 @@ def test_no_truncation_by_default_and_optional_cap(reward):
     assert not uncapped.truncated and uncapped.n_tokens > 512
     (capped,) = score(reward.model, reward.tokenizer, [prompt], [response], max_length=512)
     assert capped.truncated and capped.n_tokens == 512
+
+
+# DeBERTa-v3-large's attention shape (16 heads of 64, 256 log buckets over 512 positions) in two layers and a small
+# vocabulary: pairs up to 600 tokens exercise the batched (short) and per-head (long) attention paths, the log buckets
+# and their clamp beyond 512 positions, in well under a second a pair.
+V3_LARGE_ATTENTION = dict(
+    vocab_size=512, hidden_size=1024, num_hidden_layers=2, num_attention_heads=16, intermediate_size=4096,
+    hidden_act="gelu", max_position_embeddings=512, type_vocab_size=0, layer_norm_eps=1e-7, pad_token_id=0,
+    relative_attention=True, max_relative_positions=-1, position_buckets=256, position_biased_input=False,
+    pos_att_type=["p2c", "c2p"], norm_rel_ebd="layer_norm", share_att_key=True, pooler_hidden_size=1024,
+    pooler_dropout=0.0, pooler_hidden_act="gelu", num_labels=1, initializer_range=0.1,
+)
+
+
+def _plain_rewards(model, rows):
+    import torch
+
+    with torch.inference_mode():
+        return [model(input_ids=torch.tensor([r])).logits[0, 0].item() for r in rows]
+
+
+@pytest.mark.parametrize("config", [
+    {},  # DeBERTa-v3
+    # the other DeBERTa-v2 options the packed scorer implements
+    {"type_vocab_size": 2, "position_biased_input": True, "share_att_key": False, "pos_att_type": ["c2p"],
+     "embedding_size": 256, "max_position_embeddings": 1024},
+])
+def test_packed_scorer_equals_the_plain_forward_on_the_real_attention_shape(config):
+    import torch
+    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
+
+    from hhalign.engine.deberta import PackedDeberta
+
+    torch.manual_seed(0)
+    model = DebertaV2ForSequenceClassification(DebertaV2Config(**{**V3_LARGE_ATTENTION, **config})).eval()
+    gen = torch.Generator().manual_seed(1)
+    rows = [torch.randint(5, 512, (n,), generator=gen).tolist() for n in (600, 3, 130, 97, 40, 260)]
+    plain = _plain_rewards(model, rows)
+    assert max(plain) - min(plain) > 1e-3, "rewards must depend on the text for the comparison to mean anything"
+    packed = PackedDeberta(model)
+    for max_tokens, max_pairs in ((8192, None), (700, 2), (1, 1)):
+        got = packed.rewards([{"input_ids": r} for r in rows], max_tokens, max_pairs)
+        assert got == pytest.approx(plain, abs=1e-4), (max_tokens, max_pairs)
+
+
+def test_packed_scorer_in_the_fast_formats_stays_near_float32(reward):
+    import copy
+
+    from hhalign.engine.precision import to_fast
+
+    prompts, responses = zip(*PAIRS)
+    exact = [s.reward for s in score(reward.model, reward.tokenizer, prompts, responses, engine="loop")]
+    spread = max(exact) - min(exact)
+    for fmt in ("bfloat16", "int8"):
+        fast = to_fast(copy.deepcopy(reward.model), "cpu", fmt)[0]
+        got = [s.reward for s in score(fast, reward.tokenizer, prompts, responses)]
+        assert got != exact and got == pytest.approx(exact, abs=0.1 * spread), fmt
+
+
+def test_packed_scorer_follows_weight_changes_and_leaves_other_models_to_padded(reward):
+    import torch
+
+    from hhalign.engine.deberta import unsupported
+
+    prompts, responses = zip(*PAIRS)
+    model = reward.model
+    before = [s.reward for s in score(model, reward.tokenizer, prompts, responses)]
+    with torch.no_grad():
+        model.classifier.bias += 1.0
+    try:
+        after = [s.reward for s in score(model, reward.tokenizer, prompts, responses)]
+    finally:
+        with torch.no_grad():
+            model.classifier.bias -= 1.0
+    assert after == pytest.approx([b + 1.0 for b in before], abs=1e-5)
+    model.train()
+    try:
+        assert unsupported(model) == "the model is in training mode"
+    finally:
+        model.eval()
+    assert "not a DeBERTa" in unsupported(torch.nn.Linear(2, 2))

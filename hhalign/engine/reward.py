@@ -1,11 +1,14 @@
 """Reward scoring of (prompt, response) pairs: one raw logit per pair.
 
-Two engines give the same scores (float32: within 1e-4, in practice about 1e-6):
+The scorers give the same scores (float32: within 1e-4, in practice about 1e-6):
 
-* ``engine`` (default): pairs sorted by length, cut into batches by a token budget (rows x padded width), padded on
-  the right (relative attention: real tokens keep their positions, padded keys get zero weight). DeBERTa's projections
-  of its relative-position embeddings depend on the weights only, not on the text: they are computed once per call
-  of :func:`score` instead of once per forward pass (for DeBERTa-v3-large 51 GFLOP per pass, as much as ~85 tokens).
+* ``engine`` (default): DeBERTa-v2/v3 reward models on CPUs (the study's) through :mod:`.deberta`, every pair's tokens
+  packed without padding into a few forward passes; any other model (other architectures, GPUs) as ``padded``.
+* ``padded``: pairs sorted by length, cut into batches by a token budget (rows x padded width), padded on the right
+  (relative attention: real tokens keep their positions, padded keys get zero weight) through the model's own
+  forward. DeBERTa's projections of its relative-position embeddings depend on the weights only, not on the text:
+  they are computed once per call of :func:`score` instead of once per forward pass (for DeBERTa-v3-large 51 GFLOP
+  per pass, as much as ~85 tokens).
 * ``loop``: the study's loop, one unpadded forward per pair.
 """
 
@@ -24,8 +27,9 @@ TRAINED_LENGTH = 512
 # Padded tokens (rows x width) per forward pass: beyond about 2k tokens a batch is as efficient as it gets on a CPU,
 # and the attention scores, rows x 16 heads x width^2 floats per layer, stay small.
 DEFAULT_TOKEN_BUDGET = 4096
-# engine: length-grouped batches with memoized DeBERTa projections; loop: the study's one pair per forward pass.
-SCORERS = ("engine", "loop")
+# engine: packed DeBERTa where it applies, else padded; padded: length-grouped batches with memoized DeBERTa
+# projections; loop: the study's one pair per forward pass.
+SCORERS = ("engine", "padded", "loop")
 
 
 @dataclass(frozen=True)
@@ -63,8 +67,9 @@ def score(model: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequenc
           token_budget: int | None = None, input_format: str = "pair") -> list[Score]:
     """Reward of each (prompt, response) pair, in input order.
 
-    ``batch_size`` caps the pairs per forward pass and ``token_budget`` (default ``DEFAULT_TOKEN_BUDGET``) their
-    padded tokens; ``engine="loop"`` scores one pair per forward pass as the study did. ``input_format`` is how the
+    ``batch_size`` caps the pairs per forward pass and ``token_budget`` their tokens (padded: default
+    ``DEFAULT_TOKEN_BUDGET``; packed: ``deberta.PACKED_TOKENS``); ``engine="loop"`` scores one pair per forward pass as
+    the study did. ``input_format`` is how the
     model reads a pair (:mod:`hhalign.engine.reward_formats`: ``pair`` or ``chat``).
     """
     import torch
@@ -76,15 +81,19 @@ def score(model: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequenc
     engine = {"batched": "engine"}.get(engine, engine)
     if engine not in SCORERS:
         raise HHAlignError(f"unknown scoring engine {engine!r}: use one of {', '.join(SCORERS)}")
+    if token_budget is not None and token_budget <= 0:
+        raise HHAlignError(f"--token-budget must be positive, got {token_budget}")
     budget = token_budget or DEFAULT_TOKEN_BUDGET
-    if budget <= 0:
-        raise HHAlignError(f"--token-budget must be positive, got {budget}")
+    from .deberta import PACKED_TOKENS, packed_for, unsupported
     from .reward_formats import get_format
 
     rows, full_lengths = get_format(input_format).encode(tokenizer, prompts, responses, max_length)
+    lengths = [len(r["input_ids"]) for r in rows]
+    if engine == "engine" and unsupported(model) is None:
+        rewards = packed_for(model).rewards(rows, token_budget or PACKED_TOKENS, batch_size, progress)
+        return [Score(r, n, n < full) for r, n, full in zip(rewards, lengths, full_lengths)]
     device = next(model.parameters()).device
     out: list[Score | None] = [None] * len(rows)
-    lengths = [len(r["input_ids"]) for r in rows]
     if engine == "loop":
         batches: Iterator[list[int]] = ([i] for i in range(len(rows)))
         memo = _no_memo(model)
