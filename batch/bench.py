@@ -23,7 +23,7 @@ Usage:
 
 import sys
 
-from hhalign.bench.run import BenchConfig
+from hhalign.bench.config import BenchConfig
 from hhalign.bench.run import main as bench
 from hhalign.cli import run
 

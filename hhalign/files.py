@@ -22,6 +22,15 @@ ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 CHECKOUT_DIR = Path(__file__).resolve().parents[1]
 
 
+def cache_dir(kind: str, option: str | None = None) -> Path:
+    """Where hhalign caches ``kind`` (judge checks, benchmark conversions, ...): ``option`` when given, else
+    ``$HHALIGN_CACHE/kind``, else ``~/.cache/hhalign/kind``."""
+    if option:
+        return Path(option).expanduser()
+    root = os.environ.get("HHALIGN_CACHE")
+    return (Path(root).expanduser() if root else Path.home() / ".cache" / "hhalign") / kind
+
+
 def dumps(obj: Any, indent: int | None = None) -> str:
     """Strict JSON: NaN and infinities are refused (they are not JSON and other tools reject them)."""
     try:

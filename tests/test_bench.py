@@ -1,10 +1,14 @@
-"""batch/bench.py end to end on the miniature architectures (a smoke test of the machinery, not a measurement)."""
+"""batch/bench.py end to end on the tests' tiny models (a smoke test of the machinery, not a measurement), and the
+FLOP counts on the real architectures."""
 
 import importlib.util
 import json
 
+import pytest
+
 from conftest import ROOT
-from hhalign.bench.run import DEBERTA_V3_LARGE, OPT_350M, BenchConfig, generation_flops, scoring_flops
+from hhalign.bench.config import BenchConfig
+from hhalign.bench.measure import agreement, generation_flops, reward_error, scoring_flops
 from hhalign.cli import run as cli_run
 
 
@@ -15,24 +19,35 @@ def _bench_script():
     return module
 
 
-def test_bench_cli_prints_the_table_and_writes_json(tmp_path, capsys):
+def test_bench_cli_prints_the_table_with_peers_and_writes_json(tmp_path, capsys, one_thread):
     out = tmp_path / "bench.json"
-    argv = ["--tiny", "--n", "3", "--dataset", "", "--max_new_tokens", "6", "--json", str(out)]
+    argv = ["--tiny", "--n", "3", "--dataset", "", "--max_new_tokens", "6", "--peers", "--peer_cache",
+            str(tmp_path / "cache"), "--json", str(out)]
     assert cli_run(_bench_script().main, [BenchConfig], argv) == 0
     printed = capsys.readouterr().out
-    for text in ("| generation | study's loop, fp32 |", "| scoring | engine, fp32 |", "token-identical", "FLOP floor"):
+    for text in ("| generation | the study's loop | fp32 |", "| scoring | hhalign engine | fp32 |", "token-identical",
+                 "transformers generate", "transformers, padded batches", "load average"):
         assert text in printed
+    assert "x floor" not in printed and "FLOP floor" not in printed, "--tiny has no floor"
     result = json.loads(out.read_text())
+    # The keys of the table before peers existed, and the peers.
     assert set(result["generation"]) >= {"n", "loop_s", "fp32_ratio", "fast_ratio", "fp32_identical",
                                          "fast_agreement"}
     assert set(result["scoring"]) >= {"n", "loop_s", "fp32_ratio", "fast_ratio", "fp32_max_abs_diff",
-                                      "fast_max_abs_diff"}
+                                      "fast_max_abs_diff", "reward_std"}
     assert set(result["floor_s"]) == {"generation_fp32", "generation_fast", "scoring_fp32", "scoring_fast"}
-    assert {"cpu", "threads", "torch", "load_average"} <= set(result["machine"])
-    assert result["generation"]["n"] == result["scoring"]["n"] == 3
+    assert {"cpu", "simd", "threads", "torch", "load_average", "load_average_end"} <= set(result["machine"])
     assert result["generation"]["fp32_identical"] == 3
     assert result["scoring"]["fp32_max_abs_diff"] < 1e-4
-    assert 0.0 <= result["generation"]["fast_agreement"] <= 1.0
+    peers = {(p["task"], p["system"], p["format"]): p for p in result["peers"]}
+    hf = peers[("generation", "transformers generate, length-sorted left-padded batches", "float32")]
+    assert hf["identical"] == 3 and hf["time_s"] > 0 and hf["vs_loop"] > 0
+    padded = peers[("scoring", "transformers, padded batches", "float32")]
+    assert padded["max_abs_diff"] < 1e-4
+    for peer in result["peers"]:  # every peer either ran or says why not, on one line
+        assert (peer["time_s"] is None) == bool(peer["skipped"])
+        if peer["skipped"]:
+            assert "\n" not in peer["skipped"] and f"skipped: {peer['skipped']}" in printed
 
 
 def test_bench_refuses_bad_options(capsys):
@@ -40,16 +55,27 @@ def test_bench_refuses_bad_options(capsys):
     assert "--n must be a positive" in capsys.readouterr().err
 
 
-def test_real_configs_and_flop_counts():
-    from transformers import OPTConfig
+@pytest.mark.parametrize("reference, other, expected", [
+    ([[1, 2, 3], [4]], [[1, 2, 3], [4]], (2, 1.0)),
+    ([[1, 2, 3], [4]], [[1, 2, 9], [4, 5]], (0, 3 / 5)),  # 3 equal positions of max(3, 3) + max(1, 2)
+    ([[]], [[]], (1, 1.0)),
+])
+def test_agreement_counts_answers_and_token_positions(reference, other, expected):
+    assert agreement(reference, other) == expected
 
-    assert (OPT_350M["num_hidden_layers"], OPT_350M["hidden_size"], OPT_350M["ffn_dim"],
-            OPT_350M["word_embed_proj_dim"], OPT_350M["vocab_size"]) == (24, 1024, 4096, 512, 50272)
-    assert OPT_350M["do_layer_norm_before"] is False
-    assert (DEBERTA_V3_LARGE["num_hidden_layers"], DEBERTA_V3_LARGE["hidden_size"],
-            DEBERTA_V3_LARGE["position_buckets"], DEBERTA_V3_LARGE["vocab_size"]) == (24, 1024, 256, 128100)
+
+def test_reward_error_is_measured_against_the_rewards_spread():
+    error = reward_error([0.0, 2.0], [0.5, 2.0])  # std 1.0
+    assert error["max_abs_diff"] == 0.5 and error["mean_abs_diff"] == 0.25
+    assert error["max_diff_over_std"] == 0.5 and error["mean_diff_over_std"] == 0.25
+    assert reward_error([1.0], [1.5])["max_diff_over_std"] is None  # one reward has no spread
+
+
+def test_flop_counts_on_the_real_architectures():
     import torch
-    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification, OPTForCausalLM
+    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification, OPTConfig, OPTForCausalLM
+
+    from hhalign.testing.builders import DEBERTA_V3_LARGE, OPT_350M
 
     with torch.device("meta"):
         opt = OPTForCausalLM(OPTConfig(**OPT_350M))

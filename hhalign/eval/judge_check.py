@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -37,10 +36,9 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 def cache_folder(option: str | None = None) -> Path:
     """Where checks are cached: the option, else ``$HHALIGN_CACHE/judge``, else ``~/.cache/hhalign/judge``."""
-    if option:
-        return Path(option).expanduser()
-    root = os.environ.get("HHALIGN_CACHE")
-    return Path(root).expanduser() / "judge" if root else Path.home() / ".cache" / "hhalign" / "judge"
+    from ..files import cache_dir
+
+    return cache_dir("judge", option)
 
 
 def check_pairs(dataset: str, split: str = "test", n: int = DEFAULT_N,

@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import shutil
 import tempfile
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..files import ASSETS_DIR
 from ..loading import quiet_peft
+from . import builders
+from .builders import TINY_DEBERTA, TINY_OPT, build_policy, build_reward
 
 # Bump whenever the code below changes what gets written: builds with another version (or corpus) are rebuilt.
 TINY_VERSION = "hhalign-tiny-1"
@@ -33,15 +32,10 @@ CORPUS_PATH = ASSETS_DIR / "tiny_corpus.txt"
 POLICY_SEED = 350
 REWARD_SEED = 1024
 
-# OPT's GPT-2 style vocabulary starts with these four, in this order: <s>=0, <pad>=1, </s>=2 (BOS and EOS), <unk>=3.
-POLICY_SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>")
-# DeBERTa-v3's SentencePiece vocabulary starts with [PAD]=0, [CLS]=1, [SEP]=2, [UNK]=3 ([MASK] is last there).
-REWARD_SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]")
-
 POLICY_VOCAB_TARGET = 1000
 REWARD_VOCAB_TARGET = 1000
 
-# The tiny reward model's head is rescaled after its random init (with initializer_range 0.2, see _build_reward): raw
+# The tiny reward model's head is rescaled after its random init (with initializer_range 0.2, see TINY_DEBERTA): raw
 # logits then span about -4.3..+1.2 on HH-RLHF test dialogues; scale 1.6 and bias 1.0 move that to roughly -6..+3, the
 # range the real reward model gives, so thresholds and plots downstream behave plausibly. These constants were found
 # once by scoring those dialogues; fixed constants (not statistics computed at build time) keep the weights a pure
@@ -140,107 +134,15 @@ def _move_into_place(src: Path, dst: Path, files: Sequence[str]) -> None:
             raise
 
 
-# --- policy: OPT-350m in miniature --------------------------------------------------------------------------------
-
-
-def _train_policy_tokenizer(corpus: str) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """Byte-level BPE like GPT-2/OPT's; BPE training is deterministic, so the vocabulary is too."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=POLICY_VOCAB_TARGET,
-        special_tokens=list(POLICY_SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes: no text is ever out of vocabulary
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator([corpus], trainer)
-    model = json.loads(tokenizer.to_str())["model"]
-    return model["vocab"], [tuple(merge) for merge in model["merges"]]
+# --- the two models -----------------------------------------------------------------------------------------------
 
 
 def _build_policy(folder: Path, corpus: str) -> None:
-    from transformers import GenerationConfig, GPT2Tokenizer, OPTConfig, OPTForCausalLM
-
-    vocab, merges = _train_policy_tokenizer(corpus)
-    # OPT's hub checkpoint names GPT2Tokenizer. add_bos_token=True writes a "</s> $A" post-processor into
-    # tokenizer.json, which is what prepends </s> (id 2) after loading: transformers 5 drops add_bos_token from
-    # tokenizer_config.json on save and on load whenever a tokenizer.json exists, so `tok.add_bos_token` reads False.
-    tokenizer = GPT2Tokenizer(
-        vocab=vocab,
-        merges=merges,
-        bos_token="</s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        add_prefix_space=False,
-        add_bos_token=True,
-    )
-    config = OPTConfig(
-        vocab_size=_round_up(len(tokenizer), 8),
-        hidden_size=64,
-        num_hidden_layers=2,
-        ffn_dim=128,
-        num_attention_heads=4,
-        max_position_embeddings=2048,
-        # Like opt-350m: post-norm layers and a word-embedding width different from the hidden size, which adds the
-        # project_in/project_out layers that only this OPT size has.
-        do_layer_norm_before=False,
-        word_embed_proj_dim=32,
-        dropout=0.1,
-        attention_dropout=0.0,
-        activation_function="relu",
-        pad_token_id=1,
-        bos_token_id=2,
-        eos_token_id=2,
-        prefix="</s>",
-    )
-    model = _seeded_init(OPTForCausalLM, config, POLICY_SEED)
-    model.generation_config = GenerationConfig(bos_token_id=2, eos_token_id=2, pad_token_id=1)
+    """OPT-350m in miniature (:data:`builders.TINY_OPT`) with its tokenizer, saved to ``folder``."""
+    tokenizer = builders.train_policy_tokenizer([corpus], POLICY_VOCAB_TARGET)
+    model = build_policy(tokenizer, TINY_OPT, POLICY_SEED)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-
-
-# --- reward: DeBERTa-v3-large reward model in miniature -----------------------------------------------------------
-
-
-def _train_reward_vocab(corpus: str) -> list[tuple[str, float]]:
-    """SentencePiece-style Unigram vocabulary (pieces with log-probability scores), built deterministically.
-
-    The `tokenizers` UnigramTrainer is not deterministic (piece order and scores change from run to run), so the pieces
-    come from a BPE trainer over the same Metaspace pre-tokenization (deterministic), and each piece's score is its
-    smoothed log-frequency when the corpus is segmented with those pieces.
-    """
-    from tokenizers import Tokenizer, models, trainers
-
-    tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
-    tokenizer.normalizer, tokenizer.pre_tokenizer = _deberta_normalizer_and_pretokenizer()
-    trainer = trainers.BpeTrainer(
-        vocab_size=REWARD_VOCAB_TARGET, special_tokens=list(REWARD_SPECIAL_TOKENS), show_progress=False
-    )
-    tokenizer.train_from_iterator([corpus], trainer)
-    counts = Counter(tokenizer.encode(corpus, add_special_tokens=False).tokens)
-    pieces = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
-    normal = [piece for piece, _ in pieces if piece not in REWARD_SPECIAL_TOKENS]
-    total = sum(counts[piece] + 1 for piece in normal)
-    # Rounded so the JSON text is identical on every platform.
-    scored = [(piece, round(math.log((counts[piece] + 1) / total), 6)) for piece in normal]
-    return [(token, 0.0) for token in REWARD_SPECIAL_TOKENS] + scored
-
-
-def _deberta_normalizer_and_pretokenizer() -> tuple[Any, Any]:
-    """The same normalizer and pre-tokenizer that transformers' DebertaV2Tokenizer builds."""
-    from tokenizers import Regex, normalizers, pre_tokenizers
-
-    normalizer = normalizers.Sequence(
-        [
-            normalizers.Replace(Regex(r"\s{2,}|[\n\r\t]"), " "),
-            normalizers.NFC(),
-            normalizers.Strip(left=False, right=True),
-        ]
-    )
-    return normalizer, pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
 
 
 def build_tiny_reward(out_dir: str | Path, *, seed: int = REWARD_SEED, chat_template: str | None = None) -> Path:
@@ -267,69 +169,14 @@ def build_tiny_reward(out_dir: str | Path, *, seed: int = REWARD_SEED, chat_temp
 
 
 def _build_reward(folder: Path, corpus: str, seed: int = REWARD_SEED, chat_template: str | None = None) -> None:
-    import torch
-    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification, DebertaV2Tokenizer
-
-    vocab = _train_reward_vocab(corpus)
-    # DebertaV2Tokenizer adds the pair template [CLS] A [SEP] B [SEP] with token_type_ids 0/1. model_max_length is
-    # int(1e30) as in the real reward model, so `truncation=True` alone truncates nothing there either.
-    tokenizer = DebertaV2Tokenizer(
-        vocab=vocab,
-        do_lower_case=False,
-        split_by_punct=False,
-        unk_id=REWARD_SPECIAL_TOKENS.index("[UNK]"),
-        model_max_length=int(1e30),
-    )
-    config = DebertaV2Config(
-        vocab_size=_round_up(len(tokenizer), 8),
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
-        hidden_act="gelu",
-        max_position_embeddings=512,
-        type_vocab_size=0,
-        layer_norm_eps=1e-7,
-        pad_token_id=0,
-        # Ten times DeBERTa's 0.02: with the default, attention is nearly uniform and the [CLS] state (hence the
-        # score) hardly depends on the input (std 1e-4 across the corpus); 0.2 makes scores differ between texts.
-        initializer_range=0.2,
-        # DeBERTa-v3's attention: relative positions only, log buckets, shared keys, both disentangled terms.
-        relative_attention=True,
-        max_relative_positions=-1,
-        position_buckets=256,
-        position_biased_input=False,
-        pos_att_type=["p2c", "c2p"],
-        norm_rel_ebd="layer_norm",
-        share_att_key=True,
-        pooler_hidden_size=64,
-        pooler_dropout=0.0,
-        pooler_hidden_act="gelu",
-        num_labels=1,
-        id2label={0: "LABEL_0"},
-        label2id={"LABEL_0": 0},
-    )
-    model = _seeded_init(DebertaV2ForSequenceClassification, config, seed)
-    with torch.no_grad():
-        model.classifier.weight.mul_(REWARD_CLASSIFIER_SCALE)
-        model.classifier.bias.fill_(REWARD_CLASSIFIER_BIAS)
-    if chat_template is not None:
-        tokenizer.chat_template = chat_template
+    """The DeBERTa-v3-large reward model in miniature (:data:`builders.TINY_DEBERTA`) with its tokenizer."""
+    tokenizer = builders.train_reward_tokenizer([corpus], REWARD_VOCAB_TARGET, chat_template)
+    model = build_reward(tokenizer, TINY_DEBERTA, seed, REWARD_CLASSIFIER_SCALE, REWARD_CLASSIFIER_BIAS)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------
-
-
-def _seeded_init(model_cls: Any, config: Any, seed: int) -> Any:
-    """Instantiate with fixed-seed random weights without disturbing the caller's global RNG state."""
-    import torch
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = model_cls(config)
-    return model.eval()
 
 
 @contextmanager
@@ -347,10 +194,6 @@ def _quiet_progress_bars() -> Iterator[None]:
             hf_logging.enable_progress_bar()
             if hub_off:
                 disable_progress_bars()
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
 
 
 def build_tiny_adapter(policy_dir: str | Path, out_dir: str | Path, *, seed: int = 7) -> Path:

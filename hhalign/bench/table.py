@@ -1,0 +1,85 @@
+"""The benchmark's result as a Markdown table: every system of a task against the study's loop, with the FLOP floor
+and how far each system's answers are from one prompt (pair) at a time in float32."""
+
+from __future__ import annotations
+
+
+def rows(result: dict) -> list[dict]:
+    """Every timed (or skipped) system as one row: hhalign's modes first, then the peers, generation then scoring."""
+    g, s, fmt = result["generation"], result["scoring"], result["settings"]["fast_format"]
+    engine = "vLLM" if result["settings"]["backend"] == "vllm" else "hhalign engine"
+    out = [
+        {"task": "generation", "system": "the study's loop", "format": "float32", "time_s": g["loop_s"],
+         "identical": g["n"], "agreement": 1.0},
+        {"task": "generation", "system": engine, "format": "float32", "time_s": g["fp32_s"],
+         "identical": g["fp32_identical"], "agreement": g["fp32_token_agreement"]},
+        {"task": "generation", "system": engine, "format": fmt, "time_s": g["fast_s"],
+         "identical": g["fast_identical"], "agreement": g["fast_agreement"]},
+        *[p for p in result.get("peers", []) if p["task"] == "generation"],
+        {"task": "scoring", "system": "the study's loop", "format": "float32", "time_s": s["loop_s"],
+         "max_abs_diff": 0.0, "max_diff_over_std": 0.0},
+        {"task": "scoring", "system": "hhalign engine", "format": "float32", "time_s": s["fp32_s"],
+         "max_abs_diff": s["fp32_max_abs_diff"], "max_diff_over_std": s["fp32_error"]["max_diff_over_std"]},
+        {"task": "scoring", "system": "hhalign engine", "format": fmt, "time_s": s["fast_s"],
+         "max_abs_diff": s["fast_max_abs_diff"], "max_diff_over_std": s["fast_error"]["max_diff_over_std"]},
+        *[p for p in result.get("peers", []) if p["task"] == "scoring"],
+    ]
+    return out
+
+
+def _equality(row: dict, n: int) -> str:
+    if row["task"] == "generation":
+        if row["identical"] == n and row["agreement"] == 1.0:
+            return f"{n}/{n} token-identical"
+        return f"{row['identical']}/{n} identical, {100 * row['agreement']:.1f}% of tokens agree"
+    ratio = row.get("max_diff_over_std")
+    spread = "" if ratio is None else f" ({ratio:.2g} x the rewards' std)"
+    return f"max abs diff {row['max_abs_diff']:.1e}{spread}"
+
+
+def _fmt_short(fmt: str) -> str:
+    return {"float32": "fp32", "bfloat16": "bf16"}.get(fmt, fmt)
+
+
+def format_table(result: dict) -> str:
+    """The benchmark as Markdown: the machine and load, the workload, one row per system, the floor."""
+    g, s, m, settings = result["generation"], result["scoring"], result["machine"], result["settings"]
+    floor = result["floor_s"] if result["floor_s"].get("generation_fp32") is not None else None
+    where = m["gpu"] or f"{m['cpu']}, {m['cpus']} CPUs ({', '.join(m['simd']) or 'no AVX'})"
+    loads = f"{m['load_average'][0]} before, {m['load_average_end'][0]} after"
+    lines = [
+        f"Machine: {where}; {m['threads']} torch threads; torch {m['torch']}; 1-minute load average {loads} (the "
+        f"benchmark itself adds about its {m['threads']} threads).",
+        f"Generation: {g['n']} prompts ({g['prompt_tokens']} tokens) x {g['max_new_tokens']} new tokens, greedy; "
+        f"scoring: {s['n']} (prompt, answer) pairs ({s['tokens']} tokens); {settings['models']}. Best of "
+        f"{settings['repeat']} interleaved round(s).",
+        "",
+    ]
+    header = ["task", "system", "format", "time (s)", "vs loop", *(["x floor"] if floor else []), "equality"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" if h in ("task", "system", "format", "equality")
+                                                          else "---:" for h in header) + "|"]
+    for row in rows(result):
+        loop = g["loop_s"] if row["task"] == "generation" else s["loop_s"]
+        n = g["n"] if row["task"] == "generation" else s["n"]
+        label = [row["task"], row["system"], _fmt_short(row["format"])]
+        if row.get("skipped"):
+            lines.append("| " + " | ".join(label + ["-", "-", *(["-"] if floor else []), "skipped: " + row["skipped"]])
+                         + " |")
+            continue
+        secs = row["time_s"]
+        cells = [f"{secs:.3g}", f"{loop / secs:.2f}x"]
+        if floor:
+            cells.append(f"{secs / _floor(result, row):.1f}x")
+        lines.append("| " + " | ".join(label + cells + [_equality(row, n)]) + " |")
+    if floor:
+        f = {**result["floor_s"], **result["flops"]}
+        rates = ", ".join(f"{_fmt_short(k)} {v:.0f}" for k, v in result["flops"]["matmul_gflops"].items())
+        lines += ["", f"FLOP floor: generation {f['generation_tflop']:.2f} TFLOP, scoring {f['scoring_tflop']:.2f} "
+                  f"TFLOP at the best measured matmul rate per format (GFLOP/s: {rates}); 'x floor' = time / floor."]
+    return "\n".join(lines)
+
+
+def _floor(result: dict, row: dict) -> float:
+    flops = result["flops"]
+    work = flops["generation_tflop"] if row["task"] == "generation" else flops["scoring_tflop"]
+    return work * 1e12 / (flops["matmul_gflops"][row["format"]] * 1e9)
