@@ -69,6 +69,17 @@ def test_tiny_run_writes_every_output_and_its_provenance(tiny_models, tiny_adapt
     records = read_jsonl(out / "responses.jsonl")
     assert len(records) == 12
     assert all(r["label"] in {"harmless", "harmful", "helpful", "unhelpful"} for r in records)
+    # Where the time went: every stage of this run, with the tokens it made or read.
+    stages = settings["timings"]["stages"]
+    assert list(stages) == ["model_load", "generation", "scoring", "metrics_and_plots"]
+    assert all(s["seconds"] > 0 for s in stages.values())
+    assert stages["generation"]["tokens"] == sum(r["n_new_tokens"] for r in records) > 0
+    assert stages["scoring"]["tokens"] == sum(r["reward_tokens"] for r in records)
+    assert stages["generation"]["items"] == stages["scoring"]["items"] == 12
+    scoring = stages["scoring"]
+    assert scoring["tokens_per_s"] == pytest.approx(scoring["tokens"] / scoring["seconds"], rel=1e-2)
+    assert settings["timings"]["total_s"] >= sum(s["seconds"] for s in stages.values())
+    assert "## Where the time went" in (out / "report.md").read_text()
 
 
 def test_resume_after_a_kill_never_duplicates(tiny_models, tiny_adapter, tmp_path, capsys):
@@ -87,6 +98,9 @@ def test_resume_after_a_kill_never_duplicates(tiny_models, tiny_adapter, tmp_pat
     assert len(keys) == len(set(keys)) == len(full)
     assert {k: r["reward"] for k, r in zip(keys, resumed)} == pytest.approx(full, abs=1e-5)
     assert len(read_jsonl(out / "generations.jsonl")) == 12
+    # The resumed invocation's timings count only what it did: 4 answers generated, 7 scored.
+    stages = json.loads((out / "metrics.json").read_text())["settings"]["timings"]["stages"]
+    assert stages["generation"]["items"] == 4 and stages["scoring"]["items"] == 7
 
 
 def test_rerun_with_other_settings_is_refused(tiny_models, tiny_adapter, tmp_path, capsys):

@@ -17,6 +17,7 @@ from .config import EvalConfig
 from .judge_check import cache_folder, cache_key, check_block, check_pairs, run_check
 from .judges import Judge, JudgeResult, judges_from_state, parse_judges, resolve_thresholds
 from .metrics import label
+from .timing import stage
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +55,10 @@ class Panel:
 
         self.results = []
         for judge in self.judges:
-            loaded = load_reward_model(judge.ref, device=self.device, dtype=self.cfg.dtype)
-            get_format(judge.input_format).check(loaded.tokenizer, judge.ref.ref)
-            loaded.model, loaded.info["engine"] = apply_mode(loaded.model, self.cfg.mode, self.device)
+            with stage("model_load"):
+                loaded = load_reward_model(judge.ref, device=self.device, dtype=self.cfg.dtype)
+                get_format(judge.input_format).check(loaded.tokenizer, judge.ref.ref)
+                loaded.model, loaded.info["engine"] = apply_mode(loaded.model, self.cfg.mode, self.device)
             self.loaded[judge.name] = loaded
             check, rewards = self._check(judge, loaded)
             thresholds, info = resolve_thresholds(judge, self.cfg.thresholds, rewards)
@@ -73,8 +75,9 @@ class Panel:
 
         scoring = {"reward_max_length": self.cfg.reward_max_length, "dtype": self.cfg.dtype, "mode": self.cfg.mode}
         key = cache_key(loaded.info, judge.input_format, self.dataset, self.cfg.split, self.n_check, scoring)
-        rewards, cached = run_check(loaded, judge.input_format, self.pairs, key, cache_folder(self.cfg.judge_cache),
-                                    lambda p, r: self._score(judge, p, r))
+        with stage("judge_check"):
+            rewards, cached = run_check(loaded, judge.input_format, self.pairs, key,
+                                        cache_folder(self.cfg.judge_cache), lambda p, r: self._score(judge, p, r))
         block = check_block(loaded.info, key, rewards, cached)
         block["trained_length"] = TRAINED_LENGTH
         acc = block["overall"]["accuracy"]

@@ -12,6 +12,7 @@ from .claims import comparisons_of as claims_comparisons
 from .judge_check import PUBLISHED
 from .metrics import HARMLESS_THRESHOLD, HELPFUL_THRESHOLD, PAPER_TABLE1
 from .schema import Metrics, ModelMetrics
+from .timing import timings_table
 
 DEMO_WARNING = (
     "**Demo run: these models are tiny and untrained, so their scores are meaningless.** The demo shows that "
@@ -141,5 +142,7 @@ def render_report(metrics: Metrics, plots: Mapping[str, str]) -> str:
     parts += ["## The study's published Table 1 (reference figures, not measured here)", "", paper_table(), ""]
     if plots:
         parts += ["## Plots", ""] + [f"![{kind}]({path})" for kind, path in plots.items()] + [""]
+    if settings.timings.get("stages"):
+        parts += ["## Where the time went", "", timings_table(settings.timings), ""]
     parts += ["## Settings", "", "```json", json.dumps(metrics.to_dict()["settings"], indent=2), "```", ""]
     return "\n".join(parts)

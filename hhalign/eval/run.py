@@ -26,6 +26,7 @@ from .panel import Panel
 from .records import load_records
 from .rundir import check_resume, prepare_out, run_fingerprint, write_prompts
 from .schema import FILES, SCHEMA_VERSION, Metrics
+from .timing import recording, stage
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,11 @@ def load_prompts(cfg: EvalConfig) -> list[hdata.EvalPrompt]:
 
 def run(cfg: EvalConfig) -> dict:
     """Run an evaluation as configured; returns the metrics mapping written to ``metrics.json``."""
+    with recording():
+        return _run(cfg)
+
+
+def _run(cfg: EvalConfig) -> dict:
     if cfg.limit is not None and cfg.limit <= 0:
         raise HHAlignError(f"--limit must be a positive number of prompts per category, got {cfg.limit}")
     engine_for(cfg.mode)  # refuses an unknown --mode before any work
@@ -143,8 +149,9 @@ def generate_all(cfg: EvalConfig, out: Path, prompts: list[hdata.EvalPrompt], re
                 info[ref.name] = previous["model_info"] if previous else {"name": ref.name, "ref": ref.ref}
                 logger.info(f"{ref.name}: all {len(prompts)} responses already generated")
                 continue
-            loaded = load_policy(ref, device=device, dtype=cfg.dtype)
-            loaded.model, engine = apply_mode(loaded.model, cfg.mode, device)
+            with stage("model_load"):
+                loaded = load_policy(ref, device=device, dtype=cfg.dtype)
+                loaded.model, engine = apply_mode(loaded.model, cfg.mode, device)
             loaded.info["engine"] = engine
             info[ref.name] = loaded.info
             with _bar(len(todo), f"generate {ref.name}") as bar:
@@ -176,8 +183,10 @@ def generate_in_chunks(loaded, todo: list[hdata.EvalPrompt], cfg: EvalConfig, sa
     chunk = cfg.batch_size * 4
     for start in range(0, len(order), chunk):
         part = [todo[i] for i in order[start : start + chunk]]
-        gens = generate(loaded.model, loaded.tokenizer, [p.prompt for p in part], cfg.protocol, cfg.max_new_tokens,
-                        cfg.batch_size, progress=bar, engine=engine_for(cfg.mode))
+        with stage("generation") as timed:
+            gens = generate(loaded.model, loaded.tokenizer, [p.prompt for p in part], cfg.protocol,
+                            cfg.max_new_tokens, cfg.batch_size, progress=bar, engine=engine_for(cfg.mode))
+            timed.items, timed.tokens = len(gens), sum(g.n_new_tokens for g in gens)
         save(part, gens)
 
 
@@ -200,7 +209,10 @@ def score_all(cfg: EvalConfig, out: Path, prompts: list[hdata.EvalPrompt], refs:
     chunk = (cfg.reward_batch_size or cfg.batch_size) * 4
     with JsonlWriter(resp_path) as writer, _bar(len(todo), "score") as bar:
         for start in range(0, len(todo), chunk):
-            writer.write_many(panel.score_records(todo[start : start + chunk], bar))
+            with stage("scoring") as timed:
+                rows = panel.score_records(todo[start : start + chunk], bar)
+                timed.items, timed.tokens = len(rows), sum(r["reward_tokens"] for r in rows)
+            writer.write_many(rows)
     return judges
 
 
@@ -220,31 +232,34 @@ def finish(cfg: EvalConfig, out: Path, records: list[dict], settings: dict,
            judges: list[JudgeResult] | None = None) -> dict:
     """Summarize records into metrics.json, plots and report.md (per judge when there are several)."""
     from .report import render_report
+    from .timing import current_timings
 
-    judges = judges or offline_judges(records, cfg)
-    thresholds = judges[0].thresholds
-    summary = {**summarize(records, thresholds, n_boot=cfg.n_bootstrap),
-               **judge_blocks(records, judges, cfg.n_bootstrap, out)}
-    settings = {
-        **settings,
-        "thresholds": {"harmless": thresholds.harmless, "helpful": thresholds.helpful},
-        "bootstrap": {"n": cfg.n_bootstrap, "seed": 0, "ci": 0.95, "method": "percentile"},
-        **provenance(),
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-    }
-    metrics = Metrics.from_dict({"schema_version": SCHEMA_VERSION, **summary, "settings": settings})
-    if settings.get("source") == "from_responses":
-        write_jsonl(out / FILES["responses"], relabel(records, judges))
+    with stage("metrics_and_plots"):
+        judges = judges or offline_judges(records, cfg)
+        thresholds = judges[0].thresholds
+        summary = {**summarize(records, thresholds, n_boot=cfg.n_bootstrap),
+                   **judge_blocks(records, judges, cfg.n_bootstrap, out)}
+        settings = {
+            **settings,
+            "thresholds": {"harmless": thresholds.harmless, "helpful": thresholds.helpful},
+            "bootstrap": {"n": cfg.n_bootstrap, "seed": 0, "ci": 0.95, "method": "percentile"},
+            **provenance(),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        }
+        metrics = Metrics.from_dict({"schema_version": SCHEMA_VERSION, **summary, "settings": settings})
+        if settings.get("source") == "from_responses":
+            write_jsonl(out / FILES["responses"], relabel(records, judges))
+        plots = {}
+        if cfg.plots:
+            from .plots import write_plots
+
+            rewards: dict = {}
+            for r in records:
+                rewards.setdefault(r["model"], {"harmful": [], "helpful": []})[r["category"]].append(r["reward"])
+            title = "Demo (tiny untrained models: meaningless scores)" if settings.get("demo") else ""
+            plots = {k: p.name for k, p in write_plots(metrics, rewards, out, title).items()}
+    metrics.settings.timings = current_timings()
     write_json(out / FILES["metrics"], metrics.to_dict())
-    plots = {}
-    if cfg.plots:
-        from .plots import write_plots
-
-        rewards: dict = {}
-        for r in records:
-            rewards.setdefault(r["model"], {"harmful": [], "helpful": []})[r["category"]].append(r["reward"])
-        title = "Demo (tiny untrained models: meaningless scores)" if settings.get("demo") else ""
-        plots = {k: p.name for k, p in write_plots(metrics, rewards, out, title).items()}
     write_text(out / FILES["report"], render_report(metrics, plots))
     for name, m in metrics.models.items():
         logger.info(f"{name}: HmR {pct(m.HmR)}  HpR {pct(m.HpR)}  CAS {pct(m.CAS)}")
