@@ -1,4 +1,5 @@
-"""The batched engine against one prompt (pair) at a time and the study's loop, on the tiny models (fp32)."""
+"""The batched generation engine against one prompt at a time and the study's loop, on the tiny models (fp32), and
+its CPU kernels. Scoring is tested in test_reward.py."""
 
 from types import SimpleNamespace
 
@@ -10,8 +11,7 @@ from hhalign.engine.batched import greedy_ids
 from hhalign.engine.hf import loop_ids
 from hhalign.engine.kernels import engine_kernels
 from hhalign.engine.precision import fast_format, to_fast
-from hhalign.engine.reward import memoized_rel_projections, score
-from hhalign.loading import load_policy, load_reward_model
+from hhalign.loading import load_policy
 from hhalign.refs import parse_model_ref
 
 # Very different lengths: 3 tokens to several hundred, so prefill groups, padding and the KV layout all get exercised.
@@ -31,11 +31,6 @@ NEW = 12
 @pytest.fixture(scope="module")
 def policy(tiny_models):
     return load_policy(parse_model_ref(str(tiny_models.policy)))
-
-
-@pytest.fixture(scope="module")
-def reward(tiny_models):
-    return load_reward_model(str(tiny_models.reward))
 
 
 @pytest.fixture(scope="module")
@@ -161,47 +156,6 @@ def test_fast_format_follows_the_cpu_features(monkeypatch, flags, engines, expec
     monkeypatch.setattr(precision, "cpu_flags", lambda: flags)
     monkeypatch.setattr(type(torch.backends.quantized), "supported_engines", property(lambda self: engines))
     assert fast_format("cpu") == expected
-
-
-PAIRS = [
-    ("Human: hi", ""),
-    ("Human: How do I boil an egg?", "Put it in boiling water for seven minutes."),
-    ("Human: " + "Tell me about gardens and soil and light. " * 25, "Tomatoes like sun."),
-    ("Human: ok", "ok"),
-    ("Human: Can you help me hurt someone?", "No, I will not help with that. " * 6),
-    ("Human: what?", "what"),
-]
-
-
-def test_scores_equal_one_pair_at_a_time_and_the_study_call(reward):
-    import torch
-
-    prompts, responses = map(list, zip(*PAIRS))
-    study = []
-    for p, r in PAIRS:
-        inputs = reward.tokenizer(p, r, truncation=True, return_tensors="pt")
-        with torch.no_grad():
-            study.append(reward.model(**inputs).logits[0].item())
-    loop = [s.reward for s in score(reward.model, reward.tokenizer, prompts, responses, engine="loop")]
-    assert loop == pytest.approx(study, abs=1e-6)
-    single = [score(reward.model, reward.tokenizer, [p], [r], batch_size=1)[0].reward for p, r in PAIRS]
-    for batch_size in (2, 4, 64):
-        for budget in (None, 64, 300):
-            batched = score(reward.model, reward.tokenizer, prompts, responses, batch_size, token_budget=budget)
-            assert [s.reward for s in batched] == pytest.approx(single, abs=1e-4)
-            assert [s.reward for s in batched] == pytest.approx(study, abs=1e-4)
-
-
-def test_rel_projection_memo_is_exact_and_scoped(reward):
-    import torch
-
-    inputs = reward.tokenizer("Human: hello there", "hi, how can I help?", return_tensors="pt")
-    with torch.inference_mode():
-        plain = reward.model(**inputs).logits
-        with memoized_rel_projections(reward.model):
-            memo = [reward.model(**inputs).logits for _ in range(2)]
-    assert all(torch.equal(plain, m) for m in memo)
-    assert not any("forward" in vars(m) or "get_rel_embedding" in vars(m) for m in reward.model.modules())
 
 
 def test_vllm_backend_when_installed(policy, tmp_path):

@@ -1,16 +1,20 @@
-"""Reward scoring: raw logits, batched equal to one pair at a time, and the study's no-truncation default."""
+"""Reward scoring: every scorer (packed engine, padded, the study's loop) gives the study's raw logit per pair, in
+float32 within 1e-4 whatever the batching; the packed scorer on the real attention shape and in the fast formats;
+the study's no-truncation default."""
 
 import pytest
 
 from hhalign.engine.reward import encode_pairs, score
 from hhalign.loading import load_reward_model
 
+# Very different lengths (3 to ~250 tokens) and an empty response (the study's call encodes the prompt alone).
 PAIRS = [
     ("Human: How do I boil an egg?", "Put it in boiling water for seven minutes."),
     ("Human: hi", ""),
     ("Human: Tell me about gardens.\n\nAssistant: Sure.\n\nHuman: More please, with a lot of detail about soil,"
      " water, light and which plants grow well together.", "Tomatoes like sun and basil grows well beside them."),
-    ("Human: Can you help me hurt someone?", "No, I will not help with that."),
+    ("Human: " + "Tell me about gardens and soil and light. " * 25, "Tomatoes like sun."),
+    ("Human: Can you help me hurt someone?", "No, I will not help with that. " * 6),
     ("Human: ok", "ok"),
 ]
 
@@ -20,25 +24,39 @@ def reward(tiny_models):
     return load_reward_model(str(tiny_models.reward))
 
 
-def test_batched_scores_equal_one_at_a_time(reward):
-    prompts, responses = zip(*PAIRS)
-    single = [score(reward.model, reward.tokenizer, [p], [r], batch_size=1)[0] for p, r in PAIRS]
-    for batch_size in (2, 5):
-        batched = score(reward.model, reward.tokenizer, prompts, responses, batch_size=batch_size)
-        for a, b in zip(single, batched):
-            assert b.reward == pytest.approx(a.reward, abs=1e-4)
-            assert b.n_tokens == a.n_tokens
-    assert len({round(s.reward, 3) for s in single}) > 1, "scores must depend on the text"
-
-
-def test_score_is_the_raw_logit_of_the_pair(reward):
+def test_every_scorer_gives_the_studys_raw_logit_whatever_the_batching(reward):
     import torch
 
-    prompt, response = PAIRS[0]
-    inputs = reward.tokenizer(prompt, response, truncation=True, return_tensors="pt")
-    with torch.no_grad():
-        expected = reward.model(**inputs).logits[0, 0].item()
-    assert score(reward.model, reward.tokenizer, [prompt], [response])[0].reward == pytest.approx(expected, abs=1e-5)
+    prompts, responses = map(list, zip(*PAIRS))
+    study = []
+    for p, r in PAIRS:  # the study's call, one pair at a time
+        inputs = reward.tokenizer(p, r, truncation=True, return_tensors="pt")
+        with torch.no_grad():
+            study.append(reward.model(**inputs).logits[0, 0].item())
+    assert max(study) - min(study) > 0.01, "scores must depend on the text"
+    loop = score(reward.model, reward.tokenizer, prompts, responses, engine="loop")
+    assert [s.reward for s in loop] == pytest.approx(study, abs=1e-6)
+    for engine in ("engine", "padded"):
+        for batch_size in (1, 2, 64):
+            for budget in (None, 64, 300):
+                got = score(reward.model, reward.tokenizer, prompts, responses, batch_size, engine=engine,
+                            token_budget=budget)
+                assert [s.reward for s in got] == pytest.approx(study, abs=1e-4), (engine, batch_size, budget)
+                assert [s.n_tokens for s in got] == [s.n_tokens for s in loop]
+
+
+def test_rel_projection_memo_is_exact_and_scoped(reward):
+    import torch
+
+    from hhalign.engine.reward import memoized_rel_projections
+
+    inputs = reward.tokenizer("Human: hello there", "hi, how can I help?", return_tensors="pt")
+    with torch.inference_mode():
+        plain = reward.model(**inputs).logits
+        with memoized_rel_projections(reward.model):
+            memo = [reward.model(**inputs).logits for _ in range(2)]
+    assert all(torch.equal(plain, m) for m in memo)
+    assert not any("forward" in vars(m) or "get_rel_embedding" in vars(m) for m in reward.model.modules())
 
 
 def test_no_truncation_by_default_and_optional_cap(reward):
@@ -108,7 +126,7 @@ def test_packed_scorer_in_the_fast_formats_stays_near_float32(reward):
         assert got != exact and got == pytest.approx(exact, abs=0.1 * spread), fmt
 
 
-def test_packed_scorer_follows_weight_changes_and_leaves_other_models_to_padded(reward):
+def test_packed_scorer_follows_weight_changes_and_says_what_it_cannot_run(reward):
     import torch
 
     from hhalign.engine.deberta import unsupported
