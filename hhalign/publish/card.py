@@ -3,21 +3,27 @@ evaluator measured this checkpoint, HmR/HpR/CAS with their 95% intervals in the 
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from ..errors import HHAlignError
 from ..refs import is_hub_id
+from ..secrets import redact_text
 from .registry import ROLE_TEXT
 
 CARD_FILE = "README.md"
 PUSH_FILE = "hhalign_push.json"
 RUN_FILE = "hhalign_train.json"
 MERGED_DIR = "merged"
-# What a checkpoint folder holds besides the model: resumable checkpoints and pickled arguments stay local.
-STAGE_SKIP = re.compile(r"^(checkpoint-\d+|runs|training_args\.bin|README\.md|hhalign_push\.json|.*\.tmp)$")
+# What of a checkpoint folder is uploaded (an allowlist): weights as safetensors, configs, tokenizer files, the run
+# record and the losses. Resumable checkpoints, pickles (training_args.bin holds every argument), logs and anything
+# else a user left in the folder stay local; README.md is written afresh.
+STAGE_FILES = re.compile(
+    r"^(config\.json|generation_config\.json|(model|adapter_model)(-\d+-of-\d+)?\.safetensors|model\.safetensors"
+    r"\.index\.json|adapter_config\.json|tokenizer\.json|tokenizer_config\.json|special_tokens_map\.json|"
+    r"added_tokens\.json|vocab\.json|merges\.txt|(spm|tokenizer|sentencepiece\.bpe)\.model|chat_template\.jinja|"
+    r"hhalign_train\.json|losses\.csv|losses\.json|loss\.png)$")
 METRIC_NAMES = {"HmR": "Harmlessness rate", "HpR": "Helpfulness rate", "CAS": "Combined alignment score"}
 
 
@@ -93,14 +99,19 @@ def registry_metrics(metrics_json: str | Path, model: str) -> dict:
 
 
 def read_run_record(checkpoint: str | Path) -> dict:
+    """The run record of a training output folder (``hhalign_train.json``); one-line errors when absent or damaged."""
+    from ..files import read_json
+
     path = Path(checkpoint) / RUN_FILE
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not path.exists():
         raise HHAlignError(f"{checkpoint} has no {RUN_FILE}: only folders written by training/sft.py or "
-                           "training/dpo.py can be published with a card") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise HHAlignError(f"{path} cannot be read ({exc})") from None
+                           "training/dpo.py can be published with a card")
+    record = read_json(path, "the run record", "a killed write or an edit damaged it; delete it and run the same "
+                       "training command again (it resumes from the last complete checkpoint)")
+    if not isinstance(record, dict):
+        raise HHAlignError(f"the run record {str(path)!r} is not a JSON object: delete it and run the same training "
+                           "command again")
+    return record
 
 
 def card_base_model(record: dict, base_model_hub_id: str | None = None) -> str | None:
@@ -198,7 +209,7 @@ def render_card_body(record: dict, name: str, base: str | None, m: dict | None, 
     if data.get("malformed_rows"):
         lines.append(f"- Rows skipped for lacking Human/Assistant turns: {data['malformed_rows']}")
     if record.get("command"):
-        lines.append(f"- Command: `{record['command']}`")
+        lines.append(f"- Command: `{redact_text(record['command'])}`")
     if record.get("precision_note"):
         lines.append(f"- Precision: {record['precision_note']}")
     lines += ["", "| recipe value | |", "|---|---|"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -10,12 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import HHAlignError
+from ..files import read_json, write_json
 from ..refs import is_hub_id
+from ..secrets import check_no_secrets, known_tokens
 from .card import (
     CARD_FILE,
     MERGED_DIR,
     PUSH_FILE,
-    STAGE_SKIP,
+    STAGE_FILES,
     build_card,
     check_metrics_match,
     model_metrics,
@@ -51,7 +52,8 @@ def check_push(hub_model_id: str | None, token: str | None = None) -> str:
 
 def stage_checkpoint(checkpoint: str | Path, staging: str | Path, *, base_model_hub_id: str | None = None,
                      merge_adapter: bool = False) -> Path:
-    """Copy what a Hub repo needs (weights, config, tokenizer, run record, losses) into ``staging``.
+    """Copy what a Hub repo needs (weights, config, tokenizer, run record, losses: :data:`STAGE_FILES`) into
+    ``staging``; nothing else, and never a symbolic link (its target may be anything).
 
     An adapter trained on a local folder names that folder as its base; the staged copy names ``base_model_hub_id``
     instead, which must hold the same weights. With ``merge_adapter`` the merged model goes to ``merged/``.
@@ -59,19 +61,23 @@ def stage_checkpoint(checkpoint: str | Path, staging: str | Path, *, base_model_
     src, dst = Path(checkpoint), Path(staging)
     dst.mkdir(parents=True, exist_ok=True)
     for item in sorted(src.iterdir()):
-        if STAGE_SKIP.match(item.name) or item.is_dir():
+        if not STAGE_FILES.match(item.name) or item.is_dir():
+            continue
+        if item.is_symlink():
+            logger.warning(f"not uploading {item.name}: it is a symbolic link (copy the file itself there to "
+                           "publish it)")
             continue
         shutil.copy2(item, dst / item.name)
     adapter_cfg = dst / "adapter_config.json"
     if adapter_cfg.exists():
-        cfg = json.loads(adapter_cfg.read_text(encoding="utf-8"))
+        cfg = read_json(adapter_cfg, "adapter config", "restore the adapter's adapter_config.json")
         current = cfg.get("base_model_name_or_path")
         if base_model_hub_id:
             cfg["base_model_name_or_path"] = base_model_hub_id
         elif not is_hub_id(current):
             raise HHAlignError(f"the adapter in {checkpoint} names the local folder {current!r} as its base: pass "
                                "--base_model_hub_id org/name (that base, pushed) so others can load it")
-        adapter_cfg.write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+        write_json(adapter_cfg, cfg)
         if merge_adapter:
             _write_merged(src, dst / MERGED_DIR)
     elif merge_adapter:
@@ -113,7 +119,9 @@ def push_checkpoint(checkpoint: str | Path, hub_model_id: str, *, token: str | N
                           metrics_source=Path(metrics_json).name if metrics_json else "metrics.json",
                           base_model_hub_id=base_model_hub_id, merged=merge_adapter)
         card.save(str(staged / CARD_FILE))
-        files = sorted(str(p.relative_to(staged)) for p in staged.rglob("*") if p.is_file())
+        paths = sorted(p for p in staged.rglob("*") if p.is_file())
+        check_no_secrets(paths, staged, known_tokens(token))
+        files = [str(p.relative_to(staged)) for p in paths]
         api = HfApi(token=token)
         try:
             repo = api.create_repo(hub_model_id, private=private, exist_ok=True, repo_type="model")
@@ -127,7 +135,7 @@ def push_checkpoint(checkpoint: str | Path, hub_model_id: str, *, token: str | N
                                "your token has write access); the local checkpoint is unchanged") from None
     result = {"repo_id": repo_id, "commit_url": getattr(commit, "commit_url", None) or str(commit), "files": files,
               "metrics_json": str(metrics_json) if metrics_json else None, "metrics_model": metrics_model}
-    (checkpoint / PUSH_FILE).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_json(checkpoint / PUSH_FILE, result)
     logger.info(f"pushed {checkpoint} to https://huggingface.co/{repo_id}")
     return result
 
