@@ -185,7 +185,10 @@ def load_prompts_file(path: str | Path) -> list[EvalPrompt]:
         category, text = obj.get("category"), obj.get("prompt")
         if category not in CATEGORIES or not isinstance(text, str) or not text.strip():
             raise HHAlignError(f"{path}:{lineno}: needs 'category' (harmful or helpful) and a non-empty 'prompt'")
-        pid = obj.get("prompt_id") or f"{category}-{counts[category]:03d}"
+        pid = obj.get("prompt_id", f"{category}-{counts[category]:03d}")  # 0 is an id, not a missing one
+        if isinstance(pid, bool) or not isinstance(pid, (str, int)) or not str(pid).strip():
+            raise HHAlignError(f"{path}:{lineno}: prompt_id {pid!r} is not an id; use a non-empty text or a number, "
+                               "or leave it out")
         counts[category] += 1
         prompts.append(EvalPrompt(str(pid), category, text))
     if not prompts:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
 from .. import data as hdata
+from ..errors import HHAlignError
 from ..publish.registry import published_models
 from ..refs import DEFAULT_REWARD_MODEL
 from .metrics import DEFAULT_BOOTSTRAP, HARMLESS_THRESHOLD, HELPFUL_THRESHOLD, Thresholds
@@ -68,3 +72,46 @@ class EvalConfig:
     @property
     def thresholds(self) -> Thresholds:
         return Thresholds(self.harmless_threshold, self.helpful_threshold)
+
+    def given(self, name: str) -> bool:
+        """Whether option ``name`` differs from its default (was set on the command line or in a config)."""
+        f = next(f for f in dataclasses.fields(self) if f.name == name)
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        return getattr(self, name) != default
+
+    def __post_init__(self) -> None:
+        for name, unit in POSITIVE_OPTIONS.items():
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise HHAlignError(f"--{name} must be a positive number of {unit}, got {value}")
+        for name in ("harmless_threshold", "helpful_threshold"):
+            if not math.isfinite(getattr(self, name)):
+                raise HHAlignError(f"--{name} must be a finite number, got {getattr(self, name)}")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise HHAlignError(f"--device {self.device!r} is not a device: use auto, cpu, cuda or cuda:N")
+        if not self.out.strip():
+            raise HHAlignError("--out is empty: name the folder to write the results into")
+        if self.mode == "fast" and self.dtype != "float32":
+            raise HHAlignError(f"--mode fast picks the number format itself; drop --dtype {self.dtype} or use --mode "
+                               "fp32")
+        if self.mode in ("fp32", "exact") and self.dtype in ("bfloat16", "float16"):
+            raise HHAlignError(f"--mode {self.mode} computes in float32, which --dtype {self.dtype} contradicts: drop "
+                               "--dtype, or use --mode fast for a faster number format")
+        for mode, why, unused in UNUSED_OPTIONS:
+            if getattr(self, mode) and (given := [n for n in unused if self.given(n)]):
+                raise HHAlignError(f"--{given[0]} does nothing with --{mode} ({why}): drop --{given[0]}")
+
+
+POSITIVE_OPTIONS = {"limit": "prompts per category", "n_per_category": "prompts per category",
+                    "max_new_tokens": "tokens", "batch_size": "prompts", "reward_batch_size": "pairs",
+                    "reward_max_length": "tokens", "n_bootstrap": "resamples"}
+# Options a mode ignores: giving one is a mistake worth a word (the user expects it to act).
+_PROMPTS = ("prompt_set", "dataset", "split", "n_per_category", "seed")
+_MODELS = ("models", "reward_model", "protocol", "max_new_tokens", "batch_size", "reward_batch_size",
+           "reward_max_length", "dtype", "mode", "device")
+UNUSED_OPTIONS = (
+    ("from_responses", "the records are read, not generated", (*_MODELS, *_PROMPTS, "demo", "prompts_only")),
+    ("prompts_only", "it writes prompts.jsonl and stops", (*_MODELS, "demo", "harmless_threshold",
+                                                          "helpful_threshold", "n_bootstrap", "plots")),
+    ("demo", "it builds its own tiny models and uses the demo prompts", ("models", "reward_model", *_PROMPTS)),
+)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 
@@ -21,8 +22,17 @@ from ..fmt import pct
 from ..refs import ModelRef, parse_model_ref, parse_model_refs
 from .config import EvalConfig
 from .metrics import label, summarize
-from .records import load_records
-from .rundir import check_resume, prepare_out, run_fingerprint, write_prompts
+from .records import check_unique, load_records
+from .rundir import (
+    check_folder,
+    check_writable,
+    imported_fingerprint,
+    open_run,
+    prompts_digest,
+    run_fingerprint,
+    user_options,
+    write_prompts,
+)
 from .schema import FILES, SCHEMA_VERSION, Metrics
 
 logger = logging.getLogger(__name__)
@@ -34,15 +44,20 @@ def _bar(total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="prompt", dynamic_ncols=True, leave=True)
 
 
-def demo_setup(cfg: EvalConfig, out: Path) -> EvalConfig:
-    """Point the config at tiny models built under ``out/models`` and the project's demo prompts."""
+def demo_config(cfg: EvalConfig, out: Path) -> EvalConfig:
+    """The config pointed at the tiny models under ``out/models`` (built by :func:`build_demo_models`) and the
+    project's demo prompts."""
+    models = out / "models"
+    return EvalConfig(**{**asdict(cfg), "models": [f"tiny={models / 'policy'}", f"tiny_lora={models / 'policy-lora'}"],
+                         "reward_model": str(models / "reward"), "prompt_set": "demo", "dataset": "",
+                         "n_bootstrap": min(cfg.n_bootstrap, 2000), "demo": False, "untrained_models": True})
+
+
+def build_demo_models(out: Path) -> None:
     from ..testing.tiny import build_tiny, build_tiny_adapter
 
     tiny = build_tiny(out / "models")
-    adapter = build_tiny_adapter(tiny.policy, out / "models" / "policy-lora")
-    return EvalConfig(**{**asdict(cfg), "models": [f"tiny={tiny.policy}", f"tiny_lora={adapter}"],
-                         "reward_model": str(tiny.reward), "prompt_set": "demo", "dataset": "",
-                         "n_bootstrap": min(cfg.n_bootstrap, 2000)})
+    build_tiny_adapter(tiny.policy, out / "models" / "policy-lora")
 
 
 def load_prompts(cfg: EvalConfig) -> list[hdata.EvalPrompt]:
@@ -56,14 +71,16 @@ def load_prompts(cfg: EvalConfig) -> list[hdata.EvalPrompt]:
 
 def run(cfg: EvalConfig) -> dict:
     """Run an evaluation as configured; returns the metrics mapping written to ``metrics.json``."""
-    if cfg.limit is not None and cfg.limit <= 0:
-        raise HHAlignError(f"--limit must be a positive number of prompts per category, got {cfg.limit}")
-    engine_for(cfg.mode)  # refuses an unknown --mode before any work
-    if cfg.mode == "fast" and cfg.dtype != "float32":
-        raise HHAlignError(f"--mode fast picks the number format itself; drop --dtype {cfg.dtype} or use --mode fp32")
-    out = prepare_out(cfg.out)
+    with ExitStack() as held:  # the run folder's lock, held until the run ends (eval.rundir.open_run)
+        return _run(cfg, held)
+
+
+def _run(cfg: EvalConfig, held: ExitStack) -> dict:
+    check_writable(cfg.out)
+    options = user_options(cfg)
     if cfg.from_responses:
         records = [r for path in cfg.from_responses for r in load_records(path)]
+        check_unique(records, "--from_responses")
         if cfg.limit is not None:
             seen: dict[tuple[str, str], int] = {}
             for r in records:
@@ -71,13 +88,17 @@ def run(cfg: EvalConfig) -> dict:
                 r["_keep"] = seen[(r["model"], r["category"])] <= cfg.limit
             records = [{k: v for k, v in r.items() if k != "_keep"} for r in records if r["_keep"]]
         settings = {"source": "from_responses", "files": [str(Path(p).resolve()) for p in cfg.from_responses]}
+        out = held.enter_context(open_run(cfg.out, imported_fingerprint(cfg), options))
         return finish(cfg, out, records, settings)
-    if cfg.demo:
+    demo = cfg.demo
+    if demo:
         logger.info(
             "demo: tiny untrained models built offline; their scores are meaningless (this shows the pipeline only)")
-        cfg = demo_setup(cfg, out)
+        cfg = demo_config(cfg, Path(cfg.out).expanduser())
     prompts = load_prompts(cfg)
     if cfg.prompts_only:
+        out = held.enter_context(open_run(cfg.out, {"prompts_sha256": prompts_digest(prompts)}, options,
+                                          only=["prompts_sha256"]))
         write_prompts(out, prompts)
         logger.info(f"wrote {len(prompts)} prompts to {out / FILES['prompts']}")
         return {}
@@ -86,11 +107,14 @@ def run(cfg: EvalConfig) -> dict:
     refs = parse_model_refs(cfg.models)
     from ..loading import find_model
 
-    for ref in [*refs, parse_model_ref(cfg.reward_model)]:
-        find_model(ref)  # every model must be found before anything is written
     device = resolve_device(cfg.device)
     fingerprint = run_fingerprint(cfg, prompts, device)
-    check_resume(out, fingerprint, refs)
+    if demo:  # checked before the demo's models are built into the folder
+        check_folder(Path(cfg.out).expanduser(), fingerprint, options, refs)
+        build_demo_models(Path(cfg.out).expanduser())
+    for ref in [*refs, parse_model_ref(cfg.reward_model)]:
+        find_model(ref)  # every model must be found before anything is written
+    out = held.enter_context(open_run(cfg.out, fingerprint, options, refs))
     write_prompts(out, prompts)
     logger.info(f"wrote {len(prompts)} prompts to {out / FILES['prompts']}")
     model_info = generate_all(cfg, out, prompts, refs, device)
@@ -98,6 +122,7 @@ def run(cfg: EvalConfig) -> dict:
     wanted = {r.name for r in refs}
     ids = {p.prompt_id for p in prompts}
     records = [r for r in read_log(out / FILES["responses"]) if r["model"] in wanted and r["prompt_id"] in ids]
+    check_unique(records, str(out / FILES["responses"]))
     order = {r.name: i for i, r in enumerate(refs)}
     records.sort(key=lambda r: order[r["model"]])
     settings = {
