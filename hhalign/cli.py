@@ -95,7 +95,9 @@ def run(main: Callable[..., Any], types: Sequence[type] | Callable[[], Sequence[
 
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = prog or (sys.argv[0] if sys.argv else "hhalign")
-    token = _COMMAND.set(shlex.join(redact_argv([prog, *argv])))
+    # "hhalign eval" is two words of the command, not one quoted name.
+    words = prog.split(" ") if prog.startswith("hhalign ") else [prog]
+    token = _COMMAND.set(shlex.join(redact_argv([*words, *argv])))
     try:
         parser = Parser(types() if callable(types) else types, prog=prog, description=description, aliases=aliases)
         instances = parser.parse(argv)

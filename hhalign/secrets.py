@@ -14,7 +14,8 @@ TOKEN_PATTERN = re.compile(r"\b(hf_|api_org_)[A-Za-z0-9]{20,}\b")
 # Options whose value is a secret, whatever it looks like.
 SECRET_OPTIONS = ("hub_token", "token", "hf_token", "api_key", "password")
 REDACTED = "<redacted>"
-_TOKEN_BYTES = re.compile(TOKEN_PATTERN.pattern.encode())
+# In files, without word boundaries: in binary data the byte before a token may be anything.
+_TOKEN_BYTES = re.compile(rb"(hf_|api_org_)[A-Za-z0-9]{20,}")
 # Environment variables that hold a Hugging Face token (huggingface_hub reads both).
 TOKEN_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 # A known secret shorter than this is not searched for: it would match ordinary text.
@@ -58,8 +59,11 @@ def find_secrets(text: str) -> list[str]:
 
 
 def known_tokens(*extra: str | None) -> list[str]:
-    """Secret values in use here: ``extra`` (e.g. a --token value) and the token environment variables."""
-    values = [*extra, *(os.environ.get(name) for name in TOKEN_ENV)]
+    """Secret values in use here: ``extra`` (e.g. a --token value), the token environment variables and the token
+    saved by ``hf auth login``."""
+    from huggingface_hub import get_token
+
+    values = [*extra, *(os.environ.get(name) for name in TOKEN_ENV), get_token()]
     return list(dict.fromkeys(v for v in values if v and len(v) >= MIN_SECRET_LENGTH))
 
 
