@@ -92,8 +92,6 @@ def _run(cfg: EvalConfig, held: ExitStack) -> dict:
         return finish(cfg, out, records, settings)
     demo = cfg.demo
     if demo:
-        logger.info(
-            "demo: tiny untrained models built offline; their scores are meaningless (this shows the pipeline only)")
         cfg = demo_config(cfg, Path(cfg.out).expanduser())
     prompts = load_prompts(cfg)
     if cfg.prompts_only:
@@ -111,6 +109,8 @@ def _run(cfg: EvalConfig, held: ExitStack) -> dict:
     fingerprint = run_fingerprint(cfg, prompts, device)
     if demo:  # checked before the demo's models are built into the folder
         check_folder(Path(cfg.out).expanduser(), fingerprint, options, refs)
+        logger.info(
+            "demo: tiny untrained models built offline; their scores are meaningless (this shows the pipeline only)")
         build_demo_models(Path(cfg.out).expanduser())
     for ref in [*refs, parse_model_ref(cfg.reward_model)]:
         find_model(ref)  # every model must be found before anything is written

@@ -133,17 +133,17 @@ def _show(value: object) -> str:
     return str(value)
 
 
-def describe_change(key: str, old: Mapping, new: Mapping, old_options: Mapping, new_options: Mapping) -> str:
+def describe_change(key: str, old: Mapping, new: Mapping, old_options: Mapping, new_options: Mapping) -> list[str]:
     """One changed setting in the user's words: the options behind ``key`` that differ, else the key itself."""
     names = FINGERPRINT_OPTIONS.get(key, (key,))
     changed = [n for n in names if n in old_options and old_options.get(n) != new_options.get(n)]
     if changed:
-        return ", ".join(f"--{n} was {_show(old_options[n])}, now {_show(new_options.get(n))}" for n in changed)
+        return [f"--{n} was {_show(old_options[n])}, now {_show(new_options.get(n))}" for n in changed]
     if key == "prompts_sha256":
-        return "the prompts differ (the prompt file or the dataset changed)"
+        return ["the prompts differ (the prompt file or the dataset changed)"]
     if key == "inputs_sha256":
-        return "the records files' contents differ"
-    return f"--{key} was {_show(old.get(key))}, now {_show(new.get(key))}"
+        return ["the records files' contents differ"]
+    return [f"--{key} was {_show(old.get(key))}, now {_show(new.get(key))}"]
 
 
 def _recorded(out: Path) -> dict[str, set[str]]:
@@ -178,7 +178,8 @@ def check_folder(out: Path, fingerprint: dict, options: dict, refs: Sequence[Mod
             keys -= set(SCORING_KEYS)
     changed = sorted(k for k in keys if old.get(k) != fingerprint.get(k))
     if changed:
-        detail = "; ".join(describe_change(k, old, fingerprint, state.get("options", {}), options) for k in changed)
+        parts = [d for k in changed for d in describe_change(k, old, fingerprint, state.get("options", {}), options)]
+        detail = "; ".join(dict.fromkeys(parts))
         raise HHAlignError(f"--out {str(out)!r} holds a run with other settings ({detail}): use a new --out folder, "
                            "or the same settings to resume")
     models = dict(state.get("models", {}))
