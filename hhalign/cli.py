@@ -111,11 +111,15 @@ def run(main: Callable[..., Any], types: Sequence[type] | Callable[[], Sequence[
         print("interrupted: work finished so far is kept; run the same command again to resume", file=sys.stderr)
         return 130
     except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = f" writing {exc.filename!r}" if exc.filename else ""
+            print(f"error: the disk is full{where}: free space and run the same command again; finished work is kept",
+                  file=sys.stderr)
+        elif exc.filename:  # the machine refused a path (permissions, read-only disk, a file where a folder should be)
+            print(f"error: cannot use {exc.filename!r} ({exc.strerror}): check the path and its permissions",
+                  file=sys.stderr)
+        else:
             raise
-        where = f" writing {exc.filename!r}" if exc.filename else ""
-        print(f"error: the disk is full{where}: free space and run the same command again; finished work is kept",
-              file=sys.stderr)
         return 2
     finally:
         _COMMAND.reset(token)

@@ -162,6 +162,9 @@ def build_prompt_set(name: str = "paper", dataset: str = DEFAULT_DATASET, split:
     if name not in PROMPT_SETS:
         if Path(name).is_file():
             return load_prompts_file(name)
+        if name.endswith((".jsonl", ".json")) or "/" in name:
+            raise HHAlignError(f"prompts file {name!r} does not exist: check the path, or name a prompt set "
+                               f"({', '.join(PROMPT_SETS)})")
         raise HHAlignError(f"unknown prompt set {name!r}: use one of {', '.join(PROMPT_SETS)} or a JSONL file path")
     harmless = load_hh(dataset, "harmless-base", split)
     if name == "harmful-all":

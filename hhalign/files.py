@@ -49,6 +49,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def check_writable(out: str | Path, option: str = "--out") -> Path:
+    """Refuse, reading only, an output folder that cannot become a writable folder (a file, or under one)."""
+    path = Path(out).expanduser()
+    existing = next(p for p in [path, *path.parents] if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        why = "is a file" if existing == path else f"lies under {str(existing)!r}, which is not a writable folder"
+        raise HHAlignError(f"{option} {str(out)!r} is not writable ({why}): choose another folder")
+    return path
+
+
 def write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` atomically (UTF-8)."""
     with atomic_path(path) as tmp:

@@ -341,3 +341,16 @@ def test_absurd_rewards_never_reach_metrics_json(tmp_path, capsys):
     records.write_text("".join(json.dumps(r) + "\n" for r in rows))
     refused(["--from_responses", str(records), "--out", str(tmp_path / "o")], capsys, tmp_path,
             f"{records}: line 3 has reward 1e+300, beyond +-1e+06")
+
+
+def test_every_json_the_run_wrote_is_strict_and_round_trips(base):
+    folder, _ = base
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON")
+
+    for path in sorted(folder.rglob("*.json*")):
+        texts = path.read_text().splitlines() if path.suffix == ".jsonl" else [path.read_text()]
+        for text in texts:
+            obj = json.loads(text, parse_constant=refuse)
+            assert json.loads(json.dumps(obj, allow_nan=False)) == obj, path

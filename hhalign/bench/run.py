@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import check_device, check_positive
 from ..errors import HHAlignError
 from ..files import write_json
 
@@ -95,6 +96,16 @@ class BenchConfig:
     repeat: int = field(default=1, metadata={
         "help": "Time every mode this many times and keep the fastest (other processes only ever add time)."})
     json: str | None = field(default=None, metadata={"help": "Also write the table as JSON to this file."})
+
+    def __post_init__(self) -> None:
+        check_positive(self, {"n": "prompts", "max_new_tokens": "tokens", "batch_size": "prompts",
+                              "token_budget": "positions", "reward_batch_size": "pairs",
+                              "reward_token_budget": "tokens", "repeat": "rounds"})
+        if self.backend not in ("hf", "vllm"):
+            raise HHAlignError(f"unknown --backend {self.backend!r}: use hf or vllm")
+        if self.fast not in ("auto", "bfloat16", "int8", "float32"):
+            raise HHAlignError(f"unknown --fast {self.fast!r}: use auto, bfloat16, int8 or float32")
+        check_device(self.device)
 
 
 # --- models -------------------------------------------------------------------------------------------------------
@@ -336,14 +347,6 @@ def run(cfg: BenchConfig) -> dict:
 
     from ..engine.precision import fast_format
 
-    if cfg.max_new_tokens <= 0:
-        raise HHAlignError(f"--max_new_tokens must be positive, got {cfg.max_new_tokens}")
-    if cfg.repeat <= 0:
-        raise HHAlignError(f"--repeat must be positive, got {cfg.repeat}")
-    if cfg.backend not in ("hf", "vllm"):
-        raise HHAlignError(f"unknown --backend {cfg.backend!r}: use hf or vllm")
-    if cfg.fast not in ("auto", "bfloat16", "int8", "float32"):
-        raise HHAlignError(f"unknown --fast {cfg.fast!r}: use auto, bfloat16, int8 or float32")
     device = _resolve_device(cfg.device)
     fmt = fast_format(device) if cfg.fast == "auto" else cfg.fast
     machine = machine_info(device, torch.get_num_threads())

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Literal
 
 from .. import data as hdata
+from ..config import check_device, check_positive, refuse_unused
 from ..errors import HHAlignError
 from ..publish.registry import published_models
 from ..refs import DEFAULT_REWARD_MODEL
@@ -73,22 +72,12 @@ class EvalConfig:
     def thresholds(self) -> Thresholds:
         return Thresholds(self.harmless_threshold, self.helpful_threshold)
 
-    def given(self, name: str) -> bool:
-        """Whether option ``name`` differs from its default (was set on the command line or in a config)."""
-        f = next(f for f in dataclasses.fields(self) if f.name == name)
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        return getattr(self, name) != default
-
     def __post_init__(self) -> None:
-        for name, unit in POSITIVE_OPTIONS.items():
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise HHAlignError(f"--{name} must be a positive number of {unit}, got {value}")
+        check_positive(self, POSITIVE_OPTIONS)
         for name in ("harmless_threshold", "helpful_threshold"):
             if not math.isfinite(getattr(self, name)):
                 raise HHAlignError(f"--{name} must be a finite number, got {getattr(self, name)}")
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
-            raise HHAlignError(f"--device {self.device!r} is not a device: use auto, cpu, cuda or cuda:N")
+        check_device(self.device)
         if not self.out.strip():
             raise HHAlignError("--out is empty: name the folder to write the results into")
         if self.mode == "fast" and self.dtype != "float32":
@@ -98,8 +87,7 @@ class EvalConfig:
             raise HHAlignError(f"--mode {self.mode} computes in float32, which --dtype {self.dtype} contradicts: drop "
                                "--dtype, or use --mode fast for a faster number format")
         for mode, why, unused in UNUSED_OPTIONS:
-            if getattr(self, mode) and (given := [n for n in unused if self.given(n)]):
-                raise HHAlignError(f"--{given[0]} does nothing with --{mode} ({why}): drop --{given[0]}")
+            refuse_unused(self, bool(getattr(self, mode)), f"with --{mode}", why, unused)
 
 
 POSITIVE_OPTIONS = {"limit": "prompts per category", "n_per_category": "prompts per category",

@@ -17,7 +17,7 @@ from .. import data as hdata
 from ..engine.precision import MODE_GUARANTEES, apply_mode, engine_for
 from ..env import provenance
 from ..errors import HHAlignError
-from ..files import JsonlWriter, read_json, read_log, write_json, write_jsonl, write_text
+from ..files import JsonlWriter, check_writable, read_json, read_log, write_json, write_jsonl, write_text
 from ..fmt import pct
 from ..refs import ModelRef, parse_model_ref, parse_model_refs
 from .config import EvalConfig
@@ -25,7 +25,6 @@ from .metrics import label, summarize
 from .records import check_unique, load_records
 from .rundir import (
     check_folder,
-    check_writable,
     imported_fingerprint,
     open_run,
     prompts_digest,

@@ -41,18 +41,6 @@ GENERATED_OPTIONS = ("models", "reward_model", "prompt_set", "dataset", "split",
 IMPORTED_OPTIONS = ("from_responses", "limit")
 
 
-def check_writable(out: str | Path) -> Path:
-    """Refuse, reading only, an --out that cannot become a writable folder (a file, or under one)."""
-    import os
-
-    path = Path(out).expanduser()
-    existing = next(p for p in [path, *path.parents] if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        why = "is a file" if existing == path else f"lies under {str(existing)!r}, which is not a writable folder"
-        raise HHAlignError(f"--out {str(out)!r} is not writable ({why}): choose another folder")
-    return path
-
-
 def prepare_out(out: str | Path) -> Path:
     """Create the output folder and prove it is writable before any work is done."""
     path = Path(out).expanduser()

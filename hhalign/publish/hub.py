@@ -161,6 +161,14 @@ class PushConfig:
     role: str | None = field(default=None, metadata={
         "help": "Registry role of a new entry (default: the run's role)."})
 
+    def __post_init__(self) -> None:
+        from ..config import refuse_unused
+
+        refuse_unused(self, not self.registry_name, "without --registry_name", "no registry entry is written",
+                      ["role"])
+        refuse_unused(self, not self.metrics_json, "without --metrics_json", "no metrics are read",
+                      ["metrics_model"])
+
 
 def main(cfg: PushConfig) -> dict:
     """Publish a finished checkpoint folder to the Hugging Face Hub with hhalign's model card.

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..files import ASSETS_DIR
+from ..files import ASSETS_DIR, write_json
 
 # Bump whenever the code below changes what gets written: builds with another version (or corpus) are rebuilt.
 TINY_VERSION = "hhalign-tiny-1"
@@ -127,7 +127,7 @@ def _corpus_sha256() -> str:
 
 def _write_marker(folder: Path, kind: str) -> None:
     marker = {"version": TINY_VERSION, "kind": kind, "corpus_sha256": _corpus_sha256()}
-    (folder / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+    write_json(folder / MARKER_FILE, marker)
 
 
 def _move_into_place(src: Path, dst: Path, files: Sequence[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import shlex
@@ -68,6 +69,20 @@ class PipelineConfig:
     demo_steps: int = field(default=8, metadata={"help": "Optimizer steps per stage in --demo."})
 
     def __post_init__(self) -> None:
+        from ..config import check_positive, find_config, refuse_unused
+
+        check_positive(self, {"max_samples": "rows", "max_steps": "steps", "demo_steps": "steps"})
+        for option in ("sft_recipe", "dpo_recipe", "sft_dpo_recipe"):
+            find_config(getattr(self, option), f"--{option}")
+        refuse_unused(self, not self.demo, "without --demo", "only the demo uses it", ["demo_steps"])
+        refuse_unused(self, self.demo, "with --demo", "the demo trains its own tiny base model",
+                      ["base_model", "base_model_hub_id"])
+        if self.demo and self.push_to_hub:
+            raise HHAlignError("--demo trains throwaway tiny models: it cannot be combined with --push_to_hub")
+        refuse_unused(self, not self.push_to_hub, "without --push_to_hub", "nothing is published",
+                      ["hub_model_prefix", "hub_private_repo", "merge_adapter", "base_model_hub_id",
+                       "registry_path", "models_md"])
+        refuse_unused(self, not self.evaluate, "with --evaluate false", "nothing is evaluated", ["eval_options"])
         self.eval = build_eval_config(self.eval_options)
 
 
@@ -136,8 +151,6 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     out = Path(cfg.output_dir).expanduser()
     eval_cfg, demo_args = cfg.eval, {}
     if cfg.demo:
-        if cfg.push_to_hub:
-            raise HHAlignError("--demo trains throwaway tiny models: it cannot be combined with --push_to_hub")
         import torch
 
         from ..testing.tiny import build_tiny
@@ -149,8 +162,10 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         tiny = build_tiny(out / "tiny")
         eval_cfg = dataclasses.replace(eval_cfg, reward_model=str(tiny.reward), prompt_set="demo", dataset="",
                                        device="cpu", n_bootstrap=min(eval_cfg.n_bootstrap, 1000))
-        cfg = dataclasses.replace(cfg, base_model=str(tiny.policy), dataset=cfg.dataset or str(DEMO_PAIRS_PATH),
-                                  max_steps=cfg.max_steps or cfg.demo_steps)
+        # A copy, not dataclasses.replace: the user's options were checked; these are the demo's own settings.
+        cfg = copy.copy(cfg)
+        cfg.base_model, cfg.dataset = str(tiny.policy), cfg.dataset or str(DEMO_PAIRS_PATH)
+        cfg.max_steps = cfg.max_steps or cfg.demo_steps
         demo_args = dict(DEMO_OVERRIDES)
     # One base for SFT, DPO and the evaluation: the option, else the SFT recipe's model.
     base = cfg.base_model or parse_args("sft", ["--config", cfg.sft_recipe])[2].model_name_or_path

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..cli import current_command
 from ..errors import HHAlignError
-from ..files import write_json
+from ..files import check_writable, write_json
 from .checkpoints import resume_checkpoint
 from .config import (
     FINGERPRINT_MODEL_KEYS,
@@ -142,6 +142,10 @@ def _device_name() -> str:
 def check_push_request(training_args: Any, script_args: ScriptArguments, model_args: Any) -> str | None:
     """Validate a push before any training, so a bad id or a missing token costs nothing; returns the token."""
     if not training_args.push_to_hub:
+        from ..config import refuse_unused
+
+        refuse_unused(script_args, True, "without --push_to_hub", "nothing is published",
+                      ["merge_adapter", "metrics_json", "metrics_model"])
         return None
     from ..publish.hub import check_push
 
@@ -162,7 +166,7 @@ def run_training(kind: str, script_args: ScriptArguments, training_args: Any, mo
     _check_kind(kind)
     if not training_args.output_dir:
         raise HHAlignError("no --output_dir: set output_dir in the recipe or on the command line")
-    out = Path(training_args.output_dir).expanduser()
+    out = check_writable(training_args.output_dir, "--output_dir")
     push = bool(training_args.push_to_hub)
     token = check_push_request(training_args, script_args, model_args)
     # Trainer.push_to_hub would upload every checkpoint with TRL's card, which drops eval numbers: we push once.
