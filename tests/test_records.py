@@ -23,6 +23,17 @@ def test_writer_appends_and_repairs_a_torn_tail(tmp_path):
     assert [r["a"] for r in read_jsonl(path)] == [1, 2, 3, 5]
 
 
+def test_a_whole_last_record_without_its_newline_is_not_counted_as_done(tmp_path):
+    """The newline is written last: a record without it may be cut short in a way that still parses (a number's
+    last digits), so it is redone rather than trusted."""
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"a": 1}\n{"a": 2}')
+    assert read_jsonl(path) == [{"a": 1}]
+    with JsonlWriter(path) as w:
+        w.write({"a": 2})
+    assert read_jsonl(path) == [{"a": 1}, {"a": 2}]
+
+
 def test_read_jsonl_refuses_a_broken_middle_line(tmp_path):
     path = tmp_path / "r.jsonl"
     path.write_text('{"a": 1}\nnot json\n{"a": 2}\n')
