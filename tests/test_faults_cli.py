@@ -118,6 +118,8 @@ def test_a_missing_config_file_is_one_line(command, here, capsys):
     (["eval", "--models", "m=./no-model", "--prompt_set", "demo", "--reward_model", "./no-model"],
      "model folder './no-model' does not exist"),
     (["sft", "--model_name_or_path", "./no-model", "--output_dir", "o"], "./no-model"),
+    (["pipeline", "--base_model", "./no-model", "--output_dir", "o"], "model folder './no-model' does not exist"),
+    (["pipeline", "--output_dir", "o"], "model 'facebook/opt-350m' is not in the local Hugging Face cache"),
     (["push", "--checkpoint", "no-such-run"], "--checkpoint 'no-such-run' is not a folder"),
     (["deploy", "--space_id", "me/space", "--results", "no-results", "--dry_run"], "--results 'no-results' has no "
                                                                                     "metrics.json"),

@@ -171,7 +171,12 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     base = cfg.base_model or parse_args("sft", ["--config", cfg.sft_recipe])[2].model_name_or_path
     if cfg.push_to_hub:
         check_pipeline_push(cfg, base)
-    out.mkdir(parents=True, exist_ok=True)
+    from ..files import check_writable
+    from ..loading import find_model
+    from ..refs import parse_model_ref
+
+    check_writable(out, "--output_dir")
+    find_model(parse_model_ref(base))  # every stage starts from it: found before any stage writes its folder
     records = {}
     for stage in STAGES:
         argv = stage_argv(cfg, stage, out, base, demo_args)
