@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import HHAlignError
-from .secrets import redact_argv
+from .secrets import redact_argv, redact_text
 
 logger = logging.getLogger("hhalign")
 _COMMAND: contextvars.ContextVar[str | None] = contextvars.ContextVar("hhalign_command", default=None)
@@ -72,7 +72,7 @@ def configure_logging(level: str = "info") -> None:
 
     class Format(logging.Formatter):
         def format(self, record: logging.LogRecord) -> str:
-            text = super().format(record)
+            text = redact_text(super().format(record))  # a token that slipped into a message is not shown
             return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
 
     handler = logging.StreamHandler(sys.stderr)
@@ -105,7 +105,7 @@ def run(main: Callable[..., Any], types: Sequence[type] | Callable[[], Sequence[
         set_threads(parser.common["threads"])
         main(*instances)
     except HHAlignError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted: work finished so far is kept; run the same command again to resume", file=sys.stderr)

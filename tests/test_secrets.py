@@ -278,3 +278,33 @@ def test_space_upload_refuses_a_staged_token_naming_the_file(tmp_path, monkeypat
     check_no_secrets([staged.path / f for f in staged.files], staged.path, ["a-plain-secret-value"])
     sd.upload(staged, "me/space", api=Api())
     assert "upload_folder" in Api.calls
+
+
+def test_a_token_in_a_log_message_or_an_error_line_is_not_shown(capsys):
+    import logging
+
+    from hhalign.cli import run
+    from hhalign.testing.tiny import TinyConfig
+
+    def main(cfg: TinyConfig) -> None:
+        logging.getLogger("hhalign.somewhere").warning(f"a message quoting {CLI_TOKEN}")
+        raise HHAlignError(f"--hub_model_id {ENV_TOKEN!r} is not a Hub repo id")
+
+    assert run(main, [TinyConfig], [], prog="hhalign tiny") == 2
+    err = capsys.readouterr().err
+    assert err == (f"warning: a message quoting {REDACTED}\nerror: --hub_model_id '{REDACTED}' is not a Hub repo "
+                   "id\n")
+
+
+def test_space_args_with_a_token_are_not_made_a_public_variable(tmp_path):
+    staged = sd.stage(tmp_path / "space")
+
+    class Api:
+        calls: list = []
+
+        def __getattr__(self, name):
+            return lambda *a, **k: self.calls.append(name)
+
+    with pytest.raises(HHAlignError, match="--space_args holds a token, and Space variables are public"):
+        sd.upload(staged, "me/space", space_args=f"--models a=b --token {CLI_TOKEN}", api=Api())
+    assert Api.calls == []

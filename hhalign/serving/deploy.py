@@ -205,10 +205,14 @@ def upload(staged: Staged, space_id: str, token: str | None = None, private: boo
            space_args: str | None = None, api: Any = None) -> str:
     """Create the Space if needed and replace its code and results with the staged folder; returns its URL. Every
     staged file is scanned for tokens first (a Space is public by default)."""
-    from ..secrets import check_no_secrets, known_tokens
+    from ..secrets import check_no_secrets, find_secrets, known_tokens
 
     check_space_id(space_id)
-    check_no_secrets([staged.path / f for f in staged.files], staged.path, known_tokens(token))
+    known = known_tokens(token)
+    check_no_secrets([staged.path / f for f in staged.files], staged.path, known)
+    if space_args and (find_secrets(space_args) or any(k in space_args for k in known)):
+        raise HHAlignError("refusing to upload: --space_args holds a token, and Space variables are public; pass "
+                           "secrets as Space secrets in the Space's settings instead")
     if api is None:
         from huggingface_hub import HfApi
 
