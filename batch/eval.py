@@ -15,7 +15,7 @@ Usage:
 import sys
 
 from hhalign.cli import run
-from hhalign.eval.config import EvalConfig
+from hhalign.eval.config import ALIASES, EvalConfig
 from hhalign.eval.run import run as evaluate
 
 
@@ -24,4 +24,4 @@ def main(cfg: EvalConfig) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(run(main, [EvalConfig], description=__doc__))
+    sys.exit(run(main, [EvalConfig], description=__doc__, aliases=ALIASES))

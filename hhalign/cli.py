@@ -37,7 +37,7 @@ class Command:
 
 COMMANDS: dict[str, Command] = {
     "eval": Command("Evaluate checkpoints: generate, score with the reward model, write metrics, plots and a report.",
-                    "hhalign.eval.config:EvalConfig", "hhalign.eval.run:main"),
+                    "hhalign.eval.config:EvalConfig", "hhalign.eval.run:main", {"output_path": "out"}),
     "bench": Command("Time the study's loop against hhalign's engine (and peers) on OPT-350M/DeBERTa shapes.",
                      "hhalign.bench.run:BenchConfig", "hhalign.bench.run:main"),
     "sft": Command("Supervised fine-tuning on HH-RLHF (TRL's SFTTrainer).", "hhalign.training.run:sft_types",

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import struct
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,15 @@ from .files import read_json
 from .refs import DEFAULT_REWARD_MODEL, ModelRef, check_ref, parse_model_ref
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@contextmanager
+def quiet_peft() -> Iterator[None]:
+    """PEFT 0.21 reads transformers' deprecated ``is_gradient_checkpointing`` when it wraps a model, which warns on
+    every adapter load; the warning is about PEFT's code, not the user's, so it is silenced where PEFT is called."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 @dataclass
 class LoadedModel:
@@ -240,7 +252,8 @@ def load_policy(ref: ModelRef, device: str = "cpu", dtype: str = "float32", merg
                                    f"({load_error(base_ref, exc)}); fix base_model_name_or_path") from None
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(base, ref.path, revision=ref.revision)
+            with quiet_peft():
+                model = PeftModel.from_pretrained(base, ref.path, revision=ref.revision)
             if merge_adapter:
                 # Merged weights give the same logits and skip the LoRA matmuls at every step.
                 model = model.merge_and_unload()

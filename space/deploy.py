@@ -7,6 +7,9 @@ Usage:
     # create or update the Space (needs `hf auth login` or HF_TOKEN with write access)
     python space/deploy.py --space-id my-org/hhalign --results results/opt350m
 
+    # a Results tab that reads a results dataset (pushed by batch/eval.py --push_results_to_hub my-org/results)
+    python space/deploy.py --space-id my-org/hhalign --results hf://datasets/my-org/results
+
     # also tell the deployed app which extra checkpoints to offer
     python space/deploy.py --space-id my-org/hhalign --space-args "--models sft=my-org/opt-350m-hh-sft"
 """

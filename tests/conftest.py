@@ -38,18 +38,25 @@ def tiny_adapter(tiny_models, tmp_path_factory):
     return build_tiny_adapter(tiny_models.policy, tmp_path_factory.mktemp("adapter") / "lora")
 
 
+def _shared(path: Path, what: str) -> Path:
+    """A path under ../shared; missing, a test is skipped on a developer's machine but fails in CI, where the
+    data is part of the contract."""
+    if not path.is_dir():
+        message = f"{what} not found at {path}"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}: CI must run with ../shared present")
+        pytest.skip(message)
+    return path
+
+
 @pytest.fixture(scope="session")
 def hh_path() -> Path:
-    if not HH_PATH.is_dir():
-        pytest.skip(f"local HH-RLHF copy not found at {HH_PATH}")
-    return HH_PATH
+    return _shared(HH_PATH, "local HH-RLHF copy")
 
 
 @pytest.fixture(scope="session")
 def study_responses() -> Path:
-    if not STUDY_RESPONSES.is_dir():
-        pytest.skip(f"the study's published ratings not found at {STUDY_RESPONSES}")
-    return STUDY_RESPONSES
+    return _shared(STUDY_RESPONSES, "the study's published ratings")
 
 
 @contextmanager

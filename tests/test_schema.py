@@ -28,6 +28,7 @@ def test_written_metrics_round_trip_with_version_and_provenance(study_responses,
         ({"models": []}, "not an evaluator metrics.json"),
         ({"schema_version": SCHEMA_VERSION + 1, "models": {}}, "upgrade hhalign"),
         ({"models": {"a": {"HmR": 1.0}}}, "model 'a' is malformed"),
+        ({"models": {}, "judge": ["deberta"]}, "'judge' must map judge names"),
     ],
 )
 def test_malformed_metrics_are_one_clear_error(data, message, tmp_path):
@@ -41,3 +42,12 @@ def test_unknown_keys_survive_a_rewrite():
     data = {"models": {}, "future_block": {"x": 1}, "settings": {"source": "generated", "new_setting": 2}}
     out = Metrics.from_dict(data).to_dict()
     assert out["future_block"] == {"x": 1} and out["settings"]["new_setting"] == 2 and out["schema_version"] == 1
+
+
+def test_judge_block_is_typed_and_round_trips():
+    judge = {"deberta": {"model": "OpenAssistant/reward-model-deberta-v3-large-v2", "revision": "abc",
+                         "subsets": {"harmless-base": {"accuracy": 58.5, "ci95": [55.0, 62.0], "n": 500, "ties": 3}}}}
+    metrics = Metrics.from_dict({"models": {}, "judge": judge})
+    assert metrics.judge == judge and "judge" not in metrics.extra
+    assert Metrics.from_dict(metrics.to_dict()).judge == judge
+    assert "judge" not in Metrics.from_dict({"models": {}}).to_dict()  # files without a judge check stay unchanged

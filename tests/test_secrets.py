@@ -7,6 +7,7 @@ writes, every line it logs, everything a later push uploads and the registry it 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import io
 import json
 import os
@@ -87,9 +88,10 @@ class FakeHub:
         def create_repo(api, repo_id, **kwargs):
             return huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}")
 
-        def upload_folder(api, *, repo_id, folder_path, **kwargs):
+        def upload_folder(api, *, repo_id, folder_path, ignore_patterns=(), **kwargs):
             folder = Path(folder_path)
-            hub.uploads.append({str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()})
+            hub.uploads.append({str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+                                and not any(fnmatch.fnmatch(p.name, pattern) for pattern in ignore_patterns or ())})
             return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/1")
 
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
@@ -307,4 +309,22 @@ def test_space_args_with_a_token_are_not_made_a_public_variable(tmp_path):
 
     with pytest.raises(HHAlignError, match="--space_args holds a token, and Space variables are public"):
         sd.upload(staged, "me/space", space_args=f"--models a=b --token {CLI_TOKEN}", api=Api())
+    assert Api.calls == []
+
+
+def test_every_hub_upload_scans_its_staged_files(tmp_path):
+    """Model repos and results datasets both go through publish.hub.upload_repo: a token in any file stops it."""
+    from hhalign.publish.hub import upload_repo
+
+    class Api:
+        calls: list = []
+
+        def __getattr__(self, name):
+            return lambda *a, **k: self.calls.append(name)
+
+    folder = tmp_path / "repo"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "responses.jsonl").write_text(json.dumps({"response": f"my token is {CLI_TOKEN}"}) + "\n")
+    with pytest.raises(HHAlignError, match=r"refusing to upload: 'data/responses.jsonl' contains a Hugging Face"):
+        upload_repo(folder, "me/results", "dataset", None, False, "m", api=Api())
     assert Api.calls == []

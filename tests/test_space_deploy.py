@@ -228,3 +228,63 @@ def test_hub_refusal_is_a_one_line_error(tmp_path):
     staged = sd.stage(tmp_path / "s")
     with pytest.raises(HHAlignError, match="refused to write 'my-org/x' \\(HTTP 403\\)"):
         sd.upload(staged, "my-org/x", api=Api())
+
+
+def test_front_matter_is_read_and_written_through_space_card(tmp_path):
+    from huggingface_hub import SpaceCard
+
+    text = (sd.space_files_dir() / "README.md").read_text()
+    out = sd.render_readme(text, ["org/a", "org/b"], ["Anthropic/hh-rlhf", "org/results", "org/results"])
+    (tmp_path / "README.md").write_text(out)
+    card = SpaceCard.load(tmp_path / "README.md")
+    assert card.data.models == ["org/a", "org/b"] and card.data.datasets == ["Anthropic/hh-rlhf", "org/results"]
+    original, body = sd.read_front_matter(text)
+    meta, new_body = sd.read_front_matter(out)
+    assert list(meta) == list(original) and new_body == body  # keys keep their order, the body is untouched
+    assert {k: v for k, v in meta.items() if k not in ("models", "datasets")} == \
+        {k: v for k, v in original.items() if k not in ("models", "datasets")}
+    with pytest.raises(HHAlignError, match="no YAML front matter"):
+        sd.read_front_matter("# just a title\n")
+    with pytest.raises(HHAlignError, match="broken YAML front matter"):
+        sd.read_front_matter("---\nmodels: [unclosed\n---\nbody\n")
+
+
+def test_deploy_with_a_hub_results_dataset_lists_it_and_tells_the_app(monkeypatch, capsys):
+    import huggingface_hub
+    from huggingface_hub import SpaceCard
+
+    seen = {}
+
+    class Api(FakeHfApi):
+        def upload_folder(self, **kwargs):
+            seen["readme"] = (Path(kwargs["folder_path"]) / "README.md").read_text()
+            super().upload_folder(**kwargs)
+
+    FakeHfApi.calls = []
+    monkeypatch.setattr(huggingface_hub, "HfApi", Api)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    code = _run_cli(["--space-id", "my-org/hhalign", "--results", "hf://datasets/my-org/results",
+                     "--space-args", "--memory_budget_gb 6"])
+    assert code == 0, capsys.readouterr().err
+    (_, variable, upload) = FakeHfApi.calls
+    assert variable[2:] == ("HHALIGN_SPACE_ARGS", "--memory_budget_gb 6 --results hf://datasets/my-org/results")
+    assert not any(f.startswith("results/") for f in upload[2])  # nothing shipped: the app downloads the dataset
+    card = SpaceCard(seen["readme"])
+    assert card.data.datasets == ["Anthropic/hh-rlhf", "my-org/results"]
+    from hhalign.config import Parser
+    from hhalign.serving.config import SpaceConfig
+
+    (space,) = Parser([SpaceConfig]).parse(variable[3].split())  # the launch arguments the deployed app parses
+    assert space.results == "hf://datasets/my-org/results" and space.memory_budget_gb == 6
+
+
+def test_deploy_ships_a_staged_results_dataset_as_a_results_folder(results_dir, tmp_path, capsys):
+    from hhalign.publish.results_hub import push_results
+
+    dataset = tmp_path / "dataset"
+    push_results(results_dir, "my-org/results", dry_run=True, staging=dataset)
+    assert _run_cli(["--space-id", "my-org/hhalign", "--results", str(dataset), "--dry-run", "--staging",
+                     str(tmp_path / "space")]) == 0, capsys.readouterr().err
+    shipped = json.loads((tmp_path / "space" / "results" / "metrics.json").read_text())
+    assert shipped == json.loads((results_dir / "metrics.json").read_text())
+    assert len((tmp_path / "space" / "results" / "responses.jsonl").read_text().splitlines()) == 4

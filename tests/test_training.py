@@ -443,8 +443,8 @@ def test_push_stages_adapter_card_and_metrics(demo, hub_calls, tmp_path):
     assert hmr.metric_args["ci95_low"] == round(measured["ci95"]["HmR"][0], 2)
     text = card.text
     ci = measured["ci95"]["CAS"]
-    assert f"| {measured['CAS']:.1f} | {ci[0]:.1f} - {ci[1]:.1f} |" in text
-    assert "paper protocol on the demo prompt set" in text and "Training loss" in text
+    assert f"| CAS (Combined alignment score) | {measured['CAS']:.1f} [{ci[0]:.1f}, {ci[1]:.1f}] |" in text
+    assert "paper protocol on hhalign demo prompts" in text and "Training loss" in text
     assert 'subfolder="merged"' in text and "identical chosen and rejected replies: 1" in text
 
     # The merged weights load without PEFT and give the adapter's outputs.
@@ -492,11 +492,12 @@ def test_pipeline_publish_records_hub_ids_and_metrics_in_models_md(demo, hub_cal
     for stage in tconfig.STAGES:
         entry = entries[f"{stage}_demo"]
         assert entry.ref == pushed[stage] and entry.role == stage
-        assert entry.metrics["CAS"] == measured[stage]["CAS"]
-        assert entry.metrics["ci95"]["CAS"] == measured[stage]["ci95"]["CAS"]
+        # the registry holds what the pushed card says: the measured values, rounded as in model-index
+        assert entry.metrics["CAS"] == round(measured[stage]["CAS"], 2)
+        assert entry.metrics["ci95"]["CAS"] == [round(v, 2) for v in measured[stage]["ci95"]["CAS"]]
         assert entry.command.startswith("hhalign ")
     assert entries["sft"].ref is None  # the study's entries are untouched by another run's names
     md = models_md.read_text()
-    ci = measured["sft"]["ci95"]["HmR"]
+    ci = [round(v, 2) for v in measured["sft"]["ci95"]["HmR"]]
     assert "[`me/tiny-sft`](https://huggingface.co/me/tiny-sft)" in md
-    assert f"{measured['sft']['HmR']:.1f} [{ci[0]:.1f}, {ci[1]:.1f}]" in md
+    assert f"{round(measured['sft']['HmR'], 2):.1f} [{ci[0]:.1f}, {ci[1]:.1f}]" in md

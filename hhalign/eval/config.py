@@ -13,6 +13,9 @@ from ..publish.registry import published_models
 from ..refs import DEFAULT_REWARD_MODEL
 from .metrics import DEFAULT_BOOTSTRAP, HARMLESS_THRESHOLD, HELPFUL_THRESHOLD, Thresholds
 
+# Old or other tools' option names the evaluator accepts: lm-evaluation-harness calls the output folder --output_path.
+ALIASES = {"output_path": "out"}
+
 
 @dataclass
 class EvalConfig:
@@ -26,6 +29,10 @@ class EvalConfig:
         "help": "Reward model (one-logit sequence classifier) scoring (prompt, response) pairs."})
     dataset: str = field(default=hdata.DEFAULT_DATASET, metadata={
         "help": "HH-RLHF Hub id or a local folder with the same layout (e.g. ../shared/data/hh-rlhf)."})
+    dataset_hub_id: str | None = field(default=None, metadata={
+        "help": "With a local --dataset: the Hub dataset it is a copy of (e.g. Anthropic/hh-rlhf). Recorded with the "
+                "results, it names the prompts' source in model cards and results datasets; without it a local "
+                "folder is named as local, never as a Hub dataset."})
     split: str = field(default="test", metadata={"help": "Dataset split the prompts come from."})
     prompt_set: str = field(default="paper", metadata={
         "help": "paper (the study's 100 prompts), harmful-all, sample (N seeded per category), demo, or a JSONL "
@@ -67,12 +74,20 @@ class EvalConfig:
     plots: bool = field(default=True, metadata={"help": "Write PNG plots."})
     untrained_models: bool = field(default=False, metadata={
         "help": "Label the outputs as a demo of tiny untrained models (set by --demo and the training demo)."})
-
-    @property
-    def thresholds(self) -> Thresholds:
-        return Thresholds(self.harmless_threshold, self.helpful_threshold)
+    push_results_to_hub: str | None = field(default=None, metadata={
+        "help": "After the run, publish it as the Hub dataset ORG/NAME: one config per model (its scored responses), "
+                "metrics.json, the lm-eval/AlpacaEval exports, a split per evaluation and `latest`, and a dataset "
+                "card saying what produced it."})
+    results_private: bool = field(default=False, metadata={"help": "Create the results dataset as private."})
+    dry_run: bool = field(default=False, metadata={
+        "help": "With --push_results_to_hub: write the dataset repo into --staging and upload nothing."})
+    staging: str | None = field(default=None, metadata={
+        "help": "Folder the results dataset is staged in (kept); needed with --dry_run."})
 
     def __post_init__(self) -> None:
+        from ..publish.hub import check_push, check_repo_id
+        from ..refs import is_hub_id, is_local
+
         check_positive(self, POSITIVE_OPTIONS)
         for name in ("harmless_threshold", "helpful_threshold"):
             if not math.isfinite(getattr(self, name)):
@@ -86,20 +101,40 @@ class EvalConfig:
         if self.mode in ("fp32", "exact") and self.dtype in ("bfloat16", "float16"):
             raise HHAlignError(f"--mode {self.mode} computes in float32, which --dtype {self.dtype} contradicts: drop "
                                "--dtype, or use --mode fast for a faster number format")
+        if self.dataset_hub_id is not None:
+            if not is_hub_id(self.dataset_hub_id, namespaced=True):
+                raise HHAlignError(f"--dataset_hub_id {self.dataset_hub_id!r} is not a Hub dataset id: write org/name")
+            if self.dataset and not is_local(self.dataset):
+                raise HHAlignError(f"--dataset_hub_id names the Hub copy of a local --dataset, but --dataset "
+                                   f"{self.dataset!r} is not a local folder: drop --dataset_hub_id")
         for mode, why, unused in UNUSED_OPTIONS:
             refuse_unused(self, bool(getattr(self, mode)), f"with --{mode}", why, unused)
+        if (self.dry_run or self.staging) and not self.push_results_to_hub:
+            raise HHAlignError("--dry_run and --staging stage a results dataset: add --push_results_to_hub ORG/NAME")
+        if self.push_results_to_hub:
+            check_repo_id(self.push_results_to_hub, "--push_results_to_hub")
+            if self.dry_run and not self.staging:
+                raise HHAlignError("--dry_run writes the results dataset into --staging DIR: add --staging")
+            if not self.dry_run:
+                check_push(self.push_results_to_hub, option="--push_results_to_hub",
+                           id_option="--push_results_to_hub")
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return Thresholds(self.harmless_threshold, self.helpful_threshold)
 
 
 POSITIVE_OPTIONS = {"limit": "prompts per category", "n_per_category": "prompts per category",
                     "max_new_tokens": "tokens", "batch_size": "prompts", "reward_batch_size": "pairs",
                     "reward_max_length": "tokens", "n_bootstrap": "resamples"}
 # Options a mode ignores: giving one is a mistake worth a word (the user expects it to act).
-_PROMPTS = ("prompt_set", "dataset", "split", "n_per_category", "seed")
+_PROMPTS = ("prompt_set", "dataset", "dataset_hub_id", "split", "n_per_category", "seed")
 _MODELS = ("models", "reward_model", "protocol", "max_new_tokens", "batch_size", "reward_batch_size",
            "reward_max_length", "dtype", "mode", "device")
 UNUSED_OPTIONS = (
     ("from_responses", "the records are read, not generated", (*_MODELS, *_PROMPTS, "demo", "prompts_only")),
     ("prompts_only", "it writes prompts.jsonl and stops", (*_MODELS, "demo", "harmless_threshold",
-                                                          "helpful_threshold", "n_bootstrap", "plots")),
+                                                          "helpful_threshold", "n_bootstrap", "plots",
+                                                          "push_results_to_hub")),
     ("demo", "it builds its own tiny models and uses the demo prompts", ("models", "reward_model", *_PROMPTS)),
 )

@@ -60,11 +60,20 @@ class Results:
         return Thresholds(t.get("harmless", default.harmless), t.get("helpful", default.helpful))
 
 
+def resolve_results_source(source: str | Path) -> Path:
+    """The results folder for ``source``: an evaluator ``--out`` folder as it is; a results dataset
+    (``hf://datasets/ORG/NAME``, or its folder, downloaded or staged by ``--push_results_to_hub``) as its latest
+    evaluation (see :mod:`hhalign.publish.results_hub`)."""
+    from ..publish.results_hub import results_folder
+
+    return results_folder(source)
+
+
 def load_results(folder: str | Path) -> Results:
-    """Read ``metrics.json`` and ``responses.jsonl`` written by ``batch/eval.py``."""
+    """Read ``metrics.json`` and ``responses.jsonl`` written by ``batch/eval.py`` (or a results dataset)."""
     from ..files import read_log as read_jsonl
 
-    path = Path(folder).expanduser()
+    path = resolve_results_source(folder)
     hint = "run python batch/eval.py --out DIR (or --demo) and point the Space at DIR with --results DIR"
     if not path.is_dir():
         raise HHAlignError(f"results folder {str(folder)!r} does not exist: {hint}")

@@ -129,8 +129,9 @@ def _run(cfg: EvalConfig, held: ExitStack) -> dict:
         "demo": cfg.demo or cfg.untrained_models,
         "models": model_info,
         "reward_model": reward_info,
-        "prompt_set": {"name": cfg.prompt_set, "dataset": cfg.dataset, "split": cfg.split, "seed": cfg.seed,
-                       "limit": cfg.limit, "n": len(prompts), "sha256": fingerprint["prompts_sha256"]},
+        "prompt_set": {"name": cfg.prompt_set, "dataset": cfg.dataset, "hub_id": cfg.dataset_hub_id,
+                       "split": cfg.split, "seed": cfg.seed, "limit": cfg.limit, "n": len(prompts),
+                       "sha256": fingerprint["prompts_sha256"]},
         "protocol": cfg.protocol,
         "decoding": {"strategy": "greedy", "do_sample": False, "num_beams": 1, "max_new_tokens": cfg.max_new_tokens},
         "truncation": truncation_stats(records, cfg),
@@ -286,6 +287,9 @@ def finish(cfg: EvalConfig, out: Path, records: list[dict], settings: dict) -> d
         logger.info(
             "demo: these numbers come from tiny untrained models and mean nothing; run real checkpoints for results")
     logger.info(f"wrote {out / FILES['metrics']}, {out / FILES['responses']}, {out / FILES['report']}")
+    from ..publish.results_hub import publish_run
+
+    publish_run(cfg, out, metrics)  # interop exports, and the results dataset when --push_results_to_hub asks
     return metrics.to_dict()
 
 

@@ -98,6 +98,9 @@ class Metrics:
     threshold_sweep: dict = field(default_factory=dict)
     significance_note: str = ""
     schema_version: int = SCHEMA_VERSION
+    # How well each judge (reward model) agrees with HH-RLHF's own preferences, per subset:
+    # {name: {"model", "revision", "subsets": {subset: {"accuracy" (%), "ci95", "n", "ties"}}}}; empty: not measured.
+    judge: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -119,7 +122,8 @@ class Metrics:
         out = {"schema_version": self.schema_version,
                "models": {k: dataclasses.asdict(v) for k, v in self.models.items()},
                "comparisons": self.comparisons, "threshold_sweep": self.threshold_sweep,
-               "significance_note": self.significance_note, **self.extra}
+               "significance_note": self.significance_note, **({"judge": self.judge} if self.judge else {}),
+               **self.extra}
         settings = dataclasses.asdict(self.settings)
         settings.update(settings.pop("extra"))
         out["settings"] = settings
@@ -141,11 +145,14 @@ class Metrics:
             except (TypeError, KeyError) as exc:
                 raise HHAlignError(f"{source}: model {name!r} is malformed ({exc}); re-run the evaluator") from None
         settings = _build(Settings, data.get("settings") or {}, keep_extra=True)
+        judge = data.get("judge") or {}
+        if not isinstance(judge, dict):
+            raise HHAlignError(f"{source}: 'judge' must map judge names to their accuracies; re-run the judge check")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(models=models, settings=settings, comparisons=list(data.get("comparisons") or []),
                    threshold_sweep=dict(data.get("threshold_sweep") or {}),
                    significance_note=str(data.get("significance_note") or ""), schema_version=version,
-                   extra={k: v for k, v in data.items() if k not in known})
+                   judge=judge, extra={k: v for k, v in data.items() if k not in known})
 
 
 def _build(cls: type, data: Any, keep_extra: bool = False) -> Any:

@@ -1,4 +1,5 @@
-"""Publishing a trained checkpoint: checks before any work, a staged upload folder, the Hub calls."""
+"""Publishing a trained checkpoint: checks before any work, a staged upload folder (kept with ``--dry_run``), the Hub
+calls, and the registry entry read back from the card that was uploaded."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import HHAlignError
 from ..files import read_json, write_json
@@ -19,35 +21,75 @@ from .card import (
     STAGE_FILES,
     build_card,
     check_metrics_match,
-    model_metrics,
-    read_metrics,
     read_run_record,
     registry_metrics,
 )
 from .registry import update_registry
 
 logger = logging.getLogger(__name__)
+STAGING_MARKER = ".hhalign-staging"
 
 # --- checks -------------------------------------------------------------------------------------------------------
 
 
-def check_push(hub_model_id: str | None, token: str | None = None) -> str:
+def check_push(repo_id: str | None, token: str | None = None, *, option: str = "--push_to_hub",
+               id_option: str = "--hub_model_id") -> str:
     """Validate a push request before any work; returns the token to use."""
-    if not hub_model_id:
-        raise HHAlignError("--push_to_hub needs --hub_model_id org/name: the Hub repository to create or update")
-    if not is_hub_id(hub_model_id, namespaced=True):
-        raise HHAlignError(f"--hub_model_id {hub_model_id!r} is not a Hub repo id: write org/name")
+    if not repo_id:
+        raise HHAlignError(f"{option} needs {id_option} org/name: the Hub repository to create or update")
+    if not is_hub_id(repo_id, namespaced=True):
+        raise HHAlignError(f"{id_option} {repo_id!r} is not a Hub repo id: write org/name")
     from huggingface_hub import constants, get_token
 
     if constants.HF_HUB_OFFLINE:
-        raise HHAlignError("--push_to_hub with HF_HUB_OFFLINE=1 set: unset HF_HUB_OFFLINE to publish")
+        raise HHAlignError(f"{option} with HF_HUB_OFFLINE=1 set: unset HF_HUB_OFFLINE to publish, or add --dry_run "
+                           "--staging DIR to write what would be uploaded")
     token = token or get_token()
     if not token:
-        raise HHAlignError("--push_to_hub needs a Hub token with write access: run `hf auth login` or set HF_TOKEN")
+        raise HHAlignError(f"{option} needs a Hub token with write access: run `hf auth login` or set HF_TOKEN")
     return token
 
 
-# --- staging and pushing ------------------------------------------------------------------------------------------
+def hub_error(repo_id: str, exc: BaseException) -> HHAlignError:
+    """One line for a failed Hub call."""
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return HHAlignError(f"pushing to {repo_id} failed: {first} (check the id and that your token has write access); "
+                        "local files are unchanged")
+
+
+# --- staging ------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StagedRepo:
+    """A staged Hub repository: its folder, its files (relative, sorted) and where it would go."""
+
+    path: Path
+    files: list[str]
+    repo_id: str
+    repo_type: str
+
+
+def prepare_staging(path: str | Path, marker: str = STAGING_MARKER, made_by: str = "hhalign") -> Path:
+    """An empty folder to stage into: new, empty, or one staged here before (replaced); anything else is refused."""
+    out = Path(path).expanduser().resolve()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not (out / marker).exists():
+            raise HHAlignError(f"--staging {str(path)!r} is not empty and was not made by {made_by}: choose an "
+                               "empty or new folder")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / marker).write_text(f"staged by {made_by}; safe to delete\n", encoding="utf-8")
+    return out
+
+
+def staged_files(folder: Path, marker: str = STAGING_MARKER) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != marker)
+
+
+def staging_for(staging: str | Path, repo_type: str, repo_id: str) -> Path:
+    """Where one repo of a multi-repo dry run goes: ``STAGING/models/ORG/NAME``, ``STAGING/datasets/ORG/NAME``."""
+    return Path(staging) / f"{repo_type}s" / repo_id
 
 
 def stage_checkpoint(checkpoint: str | Path, staging: str | Path, *, base_model_hub_id: str | None = None,
@@ -97,47 +139,88 @@ def _write_merged(adapter_dir: Path, out: Path) -> None:
 
 def push_checkpoint(checkpoint: str | Path, hub_model_id: str, *, token: str | None = None, private: bool = False,
                     merge_adapter: bool = False, metrics_json: str | Path | None = None,
-                    metrics_model: str | None = None, base_model_hub_id: str | None = None) -> dict:
-    """Stage ``checkpoint`` with our card and upload it: ``create_repo(exist_ok=True)`` then ``upload_folder``."""
+                    metrics_model: str | None = None, base_model_hub_id: str | None = None,
+                    results_repo: str | None = None, dry_run: bool = False, staging: str | Path | None = None) -> dict:
+    """Stage ``checkpoint`` with our card and upload it (``create_repo(exist_ok=True)`` then ``upload_folder``).
+
+    With ``dry_run`` the staged repo is kept in ``staging`` and nothing is uploaded or recorded. The result's
+    ``card_metrics`` are read back from the staged card: the registry takes its numbers from there.
+    """
+    from ..eval.schema import load_metrics
+    from .results_hub import linked_results
+
     checkpoint = Path(checkpoint)
-    token = check_push(hub_model_id, token)
+    if dry_run:
+        check_repo_id(hub_model_id)
+        if staging is None:
+            raise HHAlignError("--dry_run writes the repo into --staging DIR: add --staging")
+    else:
+        token = check_push(hub_model_id, token)
     record = read_run_record(checkpoint)
     if record.get("status") != "finished":
         raise HHAlignError(f"{checkpoint} holds an unfinished run: finish training (run it again) before pushing")
     metrics = None
     if metrics_json is not None:
-        metrics = read_metrics(metrics_json)
-        metrics_model, _ = model_metrics(metrics, metrics_model, str(metrics_json))
+        metrics = load_metrics(metrics_json)
+        metrics_model, _ = metrics.model(metrics_model, str(metrics_json))
         check_metrics_match(metrics, metrics_model, checkpoint, hub_model_id, str(metrics_json))
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
-
+    results_url = linked_results(metrics_json, results_repo)
     with tempfile.TemporaryDirectory(prefix="hhalign-push-") as tmp:
-        staged = stage_checkpoint(checkpoint, Path(tmp) / "repo", base_model_hub_id=base_model_hub_id,
-                                  merge_adapter=merge_adapter)
+        staged = prepare_staging(staging if staging is not None else Path(tmp) / "repo")
+        stage_checkpoint(checkpoint, staged, base_model_hub_id=base_model_hub_id, merge_adapter=merge_adapter)
         card = build_card(checkpoint, hub_model_id, metrics=metrics, metrics_model=metrics_model,
                           metrics_source=Path(metrics_json).name if metrics_json else "metrics.json",
-                          base_model_hub_id=base_model_hub_id, merged=merge_adapter)
+                          base_model_hub_id=base_model_hub_id, merged=merge_adapter, results_url=results_url)
         card.save(str(staged / CARD_FILE))
-        paths = sorted(p for p in staged.rglob("*") if p.is_file())
-        check_no_secrets(paths, staged, known_tokens(token))
-        files = [str(p.relative_to(staged)) for p in paths]
-        api = HfApi(token=token)
-        try:
-            repo = api.create_repo(hub_model_id, private=private, exist_ok=True, repo_type="model")
-            repo_id = getattr(repo, "repo_id", None) or hub_model_id
-            logger.info(f"uploading {len(files)} files to {repo_id}")
-            commit = api.upload_folder(repo_id=repo_id, folder_path=str(staged), repo_type="model",
-                                       commit_message=f"hhalign: {record.get('role') or record.get('kind')} "
-                                                      f"checkpoint" + (" with evaluation" if metrics else ""))
-        except HfHubHTTPError as exc:
-            raise HHAlignError(f"pushing to {hub_model_id} failed: {str(exc).splitlines()[0]} (check the id and that "
-                               "your token has write access); the local checkpoint is unchanged") from None
-    result = {"repo_id": repo_id, "commit_url": getattr(commit, "commit_url", None) or str(commit), "files": files,
-              "metrics_json": str(metrics_json) if metrics_json else None, "metrics_model": metrics_model}
+        card_metrics = read_card_metrics(staged / CARD_FILE, hub_model_id)
+        files = staged_files(staged)
+        result = {"repo_id": hub_model_id, "files": files, "metrics_json": str(metrics_json) if metrics_json else None,
+                  "metrics_model": metrics_model, "card_metrics": card_metrics, "results": results_url}
+        if dry_run:
+            logger.info(f"dry run: {len(files)} files staged for {hub_model_id} in {staged}")
+            return {**result, "staging": str(staged), "dry_run": True}
+        result.update(upload_repo(staged, hub_model_id, "model", token, private,
+                                  f"hhalign: {record.get('role') or record.get('kind')} checkpoint"
+                                  + (" with evaluation" if metrics else "")))
     write_json(checkpoint / PUSH_FILE, result)
-    logger.info(f"pushed {checkpoint} to https://huggingface.co/{repo_id}")
+    logger.info(f"pushed {checkpoint} to https://huggingface.co/{result['repo_id']}")
     return result
+
+
+def check_repo_id(repo_id: str | None, option: str = "--hub_model_id") -> None:
+    if not repo_id:
+        raise HHAlignError(f"{option} is required: the Hub repository as org/name")
+    if not is_hub_id(repo_id, namespaced=True):
+        raise HHAlignError(f"{option} {repo_id!r} is not a Hub repo id: write org/name")
+
+
+def upload_repo(folder: Path, repo_id: str, repo_type: str, token: str | None, private: bool, message: str,
+                api: Any = None, create: bool = True) -> dict:
+    """``create_repo(exist_ok=True)`` (unless done) then ``upload_folder`` of a staged folder; one-line errors. Every
+    staged file is scanned for tokens first."""
+    from huggingface_hub import HfApi
+
+    check_no_secrets([folder / f for f in staged_files(folder)], folder, known_tokens(token))
+    api = api or HfApi(token=token)
+    try:
+        if create:
+            repo = api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type)
+            repo_id = getattr(repo, "repo_id", None) or repo_id
+        logger.info(f"uploading {len(staged_files(folder))} files to {repo_type} {repo_id}")
+        commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type=repo_type,
+                                   commit_message=message, ignore_patterns=[STAGING_MARKER])
+    except HHAlignError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - HTTP, network and validation errors all become one line
+        raise hub_error(repo_id, exc) from None
+    return {"repo_id": repo_id, "commit_url": getattr(commit, "commit_url", None) or str(commit)}
+
+
+def read_card_metrics(card_path: Path, repo_id: str) -> dict | None:
+    """The registry's metrics entry, parsed back from a written card with huggingface_hub's own reader."""
+    from huggingface_hub import ModelCard
+
+    return registry_metrics(ModelCard.load(card_path).data.eval_results or [], repo_id)
 
 
 # --- training/push.py ---------------------------------------------------------------------------------------------
@@ -152,14 +235,23 @@ class PushConfig:
     metrics_json: str | None = field(default=None, metadata={
         "help": "The evaluator's metrics.json measured on this checkpoint; its numbers go into the card."})
     metrics_model: str | None = field(default=None, metadata={"help": "Model name in --metrics_json."})
+    results_repo: str | None = field(default=None, metadata={
+        "help": "Results dataset (org/name) holding these metrics, linked as the card's source. Default: the one "
+                "hhalign eval --push_results_to_hub recorded next to --metrics_json, if it pushed that file."})
     base_model_hub_id: str | None = field(default=None, metadata={
         "help": "Hub id an adapter trained on a local folder names as its base (that folder, pushed)."})
     merge_adapter: bool = field(default=False, metadata={"help": "Also push merged weights (merged/ folder)."})
     private: bool = field(default=False, metadata={"help": "Create the repo as private."})
     registry_name: str | None = field(default=None, metadata={
-        "help": "After the push, record the Hub id (and metrics) under this registry name and re-render models.md."})
+        "help": "After the push, record the Hub id and the card's metrics under this registry name and re-render "
+                "models.md."})
     role: str | None = field(default=None, metadata={
         "help": "Registry role of a new entry (default: the run's role)."})
+    dry_run: bool = field(default=False, metadata={
+        "help": "Write the repo (files and card) into --staging and upload nothing; needs no token, changes no "
+                "registry."})
+    staging: str | None = field(default=None, metadata={
+        "help": "Folder the repo is staged in (kept). Needed with --dry_run; otherwise a temporary folder."})
 
     def __post_init__(self) -> None:
         from ..config import refuse_unused
@@ -178,6 +270,9 @@ def main(cfg: PushConfig) -> dict:
         hhalign push --checkpoint outputs/study/sft --hub_model_id you/opt-350m-hh-sft \\
             --metrics_json outputs/study/eval/metrics.json --metrics_model sft
 
+        # see exactly what would be uploaded (nothing leaves this machine)
+        hhalign push --checkpoint outputs/study/sft --hub_model_id you/opt-350m-hh-sft --dry_run --staging /tmp/s
+
         # a LoRA adapter trained on a local base: name the base's Hub id, also push merged weights
         hhalign push --checkpoint outputs/study/dpo --hub_model_id you/opt-350m-hh-dpo \\
             --base_model_hub_id facebook/opt-350m --merge_adapter
@@ -188,12 +283,17 @@ def main(cfg: PushConfig) -> dict:
 def push_main(cfg: PushConfig) -> dict:
     if not cfg.checkpoint or not Path(cfg.checkpoint).is_dir():
         raise HHAlignError(f"--checkpoint {cfg.checkpoint!r} is not a folder: pass a finished training output folder")
+    if cfg.dry_run:
+        check_repo_id(cfg.hub_model_id)
     result = push_checkpoint(cfg.checkpoint, cfg.hub_model_id or "", merge_adapter=cfg.merge_adapter,
                              private=cfg.private, metrics_json=cfg.metrics_json, metrics_model=cfg.metrics_model,
-                             base_model_hub_id=cfg.base_model_hub_id)
-    if cfg.registry_name:
+                             base_model_hub_id=cfg.base_model_hub_id, results_repo=cfg.results_repo,
+                             dry_run=cfg.dry_run, staging=cfg.staging)
+    if cfg.dry_run:
+        print("\n".join(result["files"]))
+    elif cfg.registry_name:
         record = read_run_record(cfg.checkpoint)
-        metrics = registry_metrics(cfg.metrics_json, result["metrics_model"]) if cfg.metrics_json else None
         update_registry(cfg.registry_name, role=cfg.role or record.get("role") or record.get("kind", "sft"),
-                        ref=result["repo_id"], metrics=metrics, recipe=None, command=record.get("command"))
+                        ref=result["repo_id"], metrics=result["card_metrics"], recipe=None,
+                        command=record.get("command"))
     return result

@@ -40,8 +40,10 @@ class SpaceConfig:
     reward_model: str = field(default=DEFAULT_REWARD_MODEL, metadata={
         "help": "Reward model scoring each reply (in --demo: the tiny reward model)."})
     results: str | None = field(default=None, metadata={
-        "help": "Evaluator results folder (metrics.json + responses.jsonl) for the Results tab. Default: results/ "
-                "next to app.py when present (the deployed Space), the demo results with --demo."})
+        "help": "Results for the Results tab: an evaluator results folder (metrics.json + responses.jsonl), a results "
+                "dataset (hf://datasets/ORG/NAME[@REV], or its folder, e.g. one staged by --push_results_to_hub "
+                "--dry_run). Default: results/ next to app.py when present (the deployed Space), the demo results "
+                "with --demo."})
     cache_dir: str = field(default_factory=_default_cache, metadata={
         "help": "Where --demo builds its tiny models and results (reused on later launches)."})
     device: str = field(default="auto", metadata={"help": "auto (CUDA when present), cpu, cuda or cuda:N."})
@@ -110,10 +112,10 @@ def demo_catalog(models_dir: str | Path) -> list[CatalogEntry]:
 
 def build_backend(cfg: SpaceConfig, app_dir: str | Path | None = None) -> Backend:
     """Catalog, pool and results folder for ``cfg``; nothing but the demo build is loaded here."""
-    from ..eval.results import ensure_demo_results
+    from ..eval.results import ensure_demo_results, resolve_results_source
 
     limits = cfg.limits
-    results = Path(cfg.results).expanduser() if cfg.results else None
+    results = resolve_results_source(cfg.results) if cfg.results else None
     if results is not None and not (results / "metrics.json").is_file():
         raise HHAlignError(f"--results {cfg.results!r} has no metrics.json: run python batch/eval.py --out "
                            f"{cfg.results} first, or pass the folder it wrote")

@@ -34,8 +34,9 @@ class DeployConfig:
 
     space_id: str = field(default="", metadata={"help": "The Space to create or update, as org/name."})
     results: str | None = field(default=None, metadata={
-        "help": "Evaluator results folder to ship for the Results tab (metrics.json, responses.jsonl, report.md, "
-                "PNGs; no models)."})
+        "help": "Results for the Results tab: an evaluator results folder or a results dataset folder to ship "
+                "(metrics.json, responses.jsonl, report.md, PNGs; no models), or a Hub results dataset "
+                "hf://datasets/ORG/NAME the Space reads at start-up and lists under datasets: in its README."})
     staging: str | None = field(default=None, metadata={
         "help": "Folder to stage into (default: a temporary folder, removed after upload; kept with --dry_run)."})
     dry_run: bool = field(default=False, metadata={"help": "Stage and list the files; upload nothing."})
@@ -66,23 +67,54 @@ def space_models(reward_model: str | None = None) -> list[str]:
     return list(dict.fromkeys(i for i in ids if "/" in i and not Path(i).exists()))
 
 
-def read_front_matter(text: str) -> tuple[dict, str]:
-    """(YAML front matter, body) of a Space README."""
-    import yaml
+def space_card(text: str) -> Any:
+    """The Space README as a ``huggingface_hub.SpaceCard``; a README without valid front matter is one clear error."""
+    from huggingface_hub import SpaceCard
 
-    match = re.match(r"^---\n(.*?)\n---\n?(.*)$", text, re.S)
-    if not match:
+    try:
+        card = SpaceCard(text)
+    except Exception as exc:  # noqa: BLE001 - yaml and huggingface_hub raise several types for a broken block
+        raise HHAlignError(f"space/README.md has broken YAML front matter ({str(exc).splitlines()[0]}): restore it "
+                           "from git") from None
+    if not card.data.to_dict():
         raise HHAlignError("space/README.md has no YAML front matter between --- lines: restore it from git")
-    return yaml.safe_load(match.group(1)) or {}, match.group(2)
+    return card
 
 
-def render_readme(text: str, models: list[str]) -> str:
-    """The README with its ``models:`` list replaced, so the Space card never drifts from the registry."""
-    import yaml
+def read_front_matter(text: str) -> tuple[dict, str]:
+    """(YAML front matter, body) of a Space README, read with ``huggingface_hub.SpaceCard``."""
+    card = space_card(text)
+    return card.data.to_dict(), card.text
 
-    meta, body = read_front_matter(text)
-    meta["models"] = models
-    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n" + body
+
+def render_readme(text: str, models: list[str], datasets: list[str] | None = None) -> str:
+    """The README with its ``models:`` (and, given, ``datasets:``) lists replaced through ``SpaceCardData``, so the
+    Space card never drifts from the registry or from the results dataset it shows."""
+    card = space_card(text)
+    card.data.models = models
+    if datasets is not None:
+        card.data.datasets = list(dict.fromkeys(datasets))
+    return str(card)
+
+
+def results_dataset(results: str | None) -> str | None:
+    """``ORG/NAME`` when ``--results`` names a Hub results dataset (``hf://datasets/ORG/NAME[@REV]``), else None."""
+    from ..publish.results_hub import HF_PREFIX
+
+    if not results or not results.startswith(HF_PREFIX):
+        return None
+    return results.removeprefix(HF_PREFIX).strip("/").partition("@")[0]
+
+
+def link_results_dataset(staged: Staged, results: str) -> tuple[str, str]:
+    """Point the staged Space at a Hub results dataset: listed under ``datasets:`` in its README, and ``--results``
+    for the app (returned with the dataset id, for the Space's launch arguments)."""
+    dataset = results_dataset(results) or ""
+    readme = staged.path / "README.md"
+    meta, _ = read_front_matter(readme.read_text(encoding="utf-8"))
+    readme.write_text(render_readme(readme.read_text(encoding="utf-8"), meta.get("models") or [],
+                                    [*(meta.get("datasets") or []), dataset]), encoding="utf-8")
+    return dataset, f"--results {results}"
 
 
 @dataclass
@@ -94,13 +126,9 @@ class Staged:
 
 
 def _prepare(out: Path) -> None:
-    if out.exists() and any(out.iterdir()):
-        if not (out / MARKER).exists():
-            raise HHAlignError(f"--staging {str(out)!r} is not empty and was not made by space/deploy.py: "
-                               "choose an empty or new folder")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("staged by space/deploy.py; safe to delete\n")
+    from ..publish.hub import prepare_staging
+
+    prepare_staging(out, MARKER, "space/deploy.py")
 
 
 # What of the package the Space gets (an allowlist, relative to hhalign/): its modules and the package data that
@@ -246,12 +274,20 @@ def deploy(cfg: DeployConfig, api: Any = None) -> Staged:
         temp = Path(tempfile.mkdtemp(prefix="hhalign-space-"))
         out = temp / "space"
     try:
-        staged = stage(out, cfg.results)
+        space_args, dataset = cfg.space_args, results_dataset(cfg.results)
+        if dataset:  # a Hub results dataset: the Space reads it at start-up instead of shipping a results/ folder
+            staged = stage(out, None)
+            _, launch = link_results_dataset(staged, str(cfg.results))
+            space_args = f"{space_args} {launch}" if space_args else launch
+        else:
+            from ..eval.results import resolve_results_source
+
+            staged = stage(out, resolve_results_source(cfg.results) if cfg.results else None)
         logger.info(f"staged {len(staged.files)} files in {staged.path}")
         if cfg.dry_run:
             print("\n".join(staged.files))
             return staged
-        url = upload(staged, cfg.space_id, cfg.token, cfg.private, cfg.space_args, api)
+        url = upload(staged, cfg.space_id, cfg.token, cfg.private, space_args, api)
         print(f"uploaded: {url}")
         return staged
     finally:
@@ -268,6 +304,9 @@ def main(cfg: DeployConfig) -> Staged:
 
         # create or update the Space (needs `hf auth login` or HF_TOKEN with write access)
         hhalign deploy --space_id my-org/hhalign --results results/opt350m
+
+        # a Space whose Results tab reads a results dataset (hhalign eval --push_results_to_hub my-org/results)
+        hhalign deploy --space_id my-org/hhalign --results hf://datasets/my-org/results
     """
     return deploy(cfg)
 

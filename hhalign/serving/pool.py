@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import HHAlignError
-from ..loading import LoadedModel
+from ..loading import LoadedModel, quiet_peft
 from ..refs import DEFAULT_REWARD_MODEL, ModelRef, parse_model_ref
 
 GB = 1024**3
@@ -226,8 +226,9 @@ class ModelPool:
         with group.lock:
             try:
                 if group.peft is None:
-                    group.peft = PeftModel.from_pretrained(group.base.model, ref.path, adapter_name=name,
-                                                           revision=ref.revision, is_trainable=False)
+                    with quiet_peft():
+                        group.peft = PeftModel.from_pretrained(group.base.model, ref.path, adapter_name=name,
+                                                               revision=ref.revision, is_trainable=False)
                 elif name not in group.peft.peft_config:
                     group.peft.load_adapter(ref.path, adapter_name=name, revision=ref.revision, is_trainable=False)
             except Exception as exc:  # noqa: BLE001

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import ASSETS_DIR, write_json
+from ..loading import quiet_peft
 
 # Bump whenever the code below changes what gets written: builds with another version (or corpus) are rebuilt.
 TINY_VERSION = "hhalign-tiny-1"
@@ -347,7 +348,8 @@ def build_tiny_adapter(policy_dir: str | Path, out_dir: str | Path, *, seed: int
                         task_type="CAUSAL_LM", init_lora_weights=False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = get_peft_model(base, config)
+        with quiet_peft():
+            model = get_peft_model(base, config)
     tmp = Path(tempfile.mkdtemp(prefix=".adapter-", dir=out_dir.parent if out_dir.parent.exists() else None))
     with _quiet_progress_bars():
         model.save_pretrained(tmp)

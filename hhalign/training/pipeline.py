@@ -57,6 +57,13 @@ class PipelineConfig:
         "help": "org/name prefix of the pushed repos: PREFIX-sft, PREFIX-dpo, PREFIX-sft-dpo."})
     hub_private_repo: bool = field(default=False, metadata={"help": "Create the Hub repos as private."})
     merge_adapter: bool = field(default=False, metadata={"help": "Also push merged weights of LoRA stages."})
+    push_results_to_hub: str | None = field(default=None, metadata={
+        "help": "After evaluation, publish it as the Hub dataset ORG/NAME (hhalign eval --push_results_to_hub); the "
+                "pushed model cards link to it as their source."})
+    dry_run: bool = field(default=False, metadata={
+        "help": "Write every repo --push_to_hub and --push_results_to_hub would upload into --staging "
+                "(STAGING/models/ORG/NAME, STAGING/datasets/ORG/NAME) and upload nothing; the registry is unchanged."})
+    staging: str | None = field(default=None, metadata={"help": "Folder of --dry_run's staged repos."})
     update_registry: bool = field(default=True, metadata={
         "help": "After a successful push and eval, record Hub ids and metrics in the registry and models.md."})
     registry_suffix: str = field(default="", metadata={
@@ -75,19 +82,18 @@ class PipelineConfig:
         for option in ("sft_recipe", "dpo_recipe", "sft_dpo_recipe"):
             find_config(getattr(self, option), f"--{option}")
         refuse_unused(self, not self.demo, "without --demo", "only the demo uses it", ["demo_steps"])
-        refuse_unused(self, self.demo, "with --demo", "the demo trains its own tiny base model",
-                      ["base_model", "base_model_hub_id"])
-        if self.demo and self.push_to_hub:
-            raise HHAlignError("--demo trains throwaway tiny models: it cannot be combined with --push_to_hub")
-        refuse_unused(self, not self.push_to_hub, "without --push_to_hub", "nothing is published",
-                      ["hub_model_prefix", "hub_private_repo", "merge_adapter", "base_model_hub_id",
-                       "registry_path", "models_md"])
+        refuse_unused(self, self.demo, "with --demo", "the demo trains its own tiny base model", ["base_model"])
+        refuse_unused(self, not self.push_to_hub, "without --push_to_hub", "no model is published",
+                      ["hub_model_prefix", "merge_adapter", "base_model_hub_id", "registry_path", "models_md"])
+        refuse_unused(self, not (self.push_to_hub or self.push_results_to_hub), "without --push_to_hub or "
+                      "--push_results_to_hub", "nothing is published", ["hub_private_repo"])
         refuse_unused(self, not self.evaluate, "with --evaluate false", "nothing is evaluated", ["eval_options"])
         self.eval = build_eval_config(self.eval_options)
 
 
 # The pipeline sets these evaluator options itself.
-PIPELINE_EVAL_KEYS = ("models", "out", "demo", "untrained_models", "prompts_only", "from_responses")
+PIPELINE_EVAL_KEYS = ("models", "out", "demo", "untrained_models", "prompts_only", "from_responses",
+                      "push_results_to_hub", "results_private", "dry_run", "staging")
 
 
 def build_eval_config(options: Sequence[str]) -> EvalConfig:
@@ -150,6 +156,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     """base -> SFT -> DPO and SFT -> SFT+DPO, then the evaluator on all four, then push and record when asked."""
     out = Path(cfg.output_dir).expanduser()
     eval_cfg, demo_args = cfg.eval, {}
+    check_pipeline_push(cfg)
     if cfg.demo:
         import torch
 
@@ -169,8 +176,9 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         demo_args = dict(DEMO_OVERRIDES)
     # One base for SFT, DPO and the evaluation: the option, else the SFT recipe's model.
     base = cfg.base_model or parse_args("sft", ["--config", cfg.sft_recipe])[2].model_name_or_path
-    if cfg.push_to_hub:
-        check_pipeline_push(cfg, base)
+    if cfg.push_to_hub and _resolve_ref(base) != base and not cfg.base_model_hub_id:
+        raise HHAlignError(f"the DPO adapter would name the local folder {base!r} as its base: pass "
+                           "--base_model_hub_id org/name (that model on the Hub) or a Hub id as --base_model")
     from ..files import check_writable
     from ..loading import find_model
     from ..refs import parse_model_ref
@@ -191,7 +199,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
                                           command=format_command(f"hhalign {kind}", argv))
     metrics_path = None
     if cfg.evaluate:
-        metrics_path = _evaluate(eval_cfg, out, base, cfg.demo)
+        metrics_path = _evaluate(results_options(cfg, eval_cfg), out, base, cfg.demo)
         if cfg.demo:
             logger.info(
                 "demo: tiny models trained for a few steps, judged by a tiny random reward model; the numbers only "
@@ -201,20 +209,43 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
             "pushed": pushed}
 
 
-def check_pipeline_push(cfg: PipelineConfig, base: str) -> None:
-    """Everything a push at the end needs, checked before hours of training."""
-    from ..publish.hub import check_push
+def check_pipeline_push(cfg: PipelineConfig) -> None:
+    """Everything the pushes at the end need (but the adapter's base, known once the base is), checked before hours
+    of training."""
+    from ..publish.hub import check_push, check_repo_id
 
+    if cfg.demo and (cfg.push_to_hub or cfg.push_results_to_hub) and not cfg.dry_run:
+        raise HHAlignError("--demo trains throwaway tiny models: it cannot be pushed; add --dry_run --staging DIR "
+                           "to see what would be uploaded")
+    if cfg.dry_run and not (cfg.push_to_hub or cfg.push_results_to_hub):
+        raise HHAlignError("--dry_run stages what --push_to_hub or --push_results_to_hub would upload: add one")
+    if cfg.dry_run and not cfg.staging:
+        raise HHAlignError("--dry_run writes the repos into --staging DIR: add --staging")
+    if (cfg.push_to_hub or cfg.push_results_to_hub) and not cfg.evaluate:
+        raise HHAlignError("--push_to_hub and --push_results_to_hub publish an evaluation: drop --evaluate false")
+    if cfg.push_results_to_hub and cfg.dry_run:
+        check_repo_id(cfg.push_results_to_hub, "--push_results_to_hub")
+    elif cfg.push_results_to_hub:
+        check_push(cfg.push_results_to_hub, option="--push_results_to_hub", id_option="--push_results_to_hub")
+    if not cfg.push_to_hub:
+        return
     if not cfg.hub_model_prefix:
         raise HHAlignError("--push_to_hub needs --hub_model_prefix org/name (repos PREFIX-sft, PREFIX-dpo and "
                            "PREFIX-sft-dpo are created)")
-    if not cfg.evaluate:
-        raise HHAlignError("--push_to_hub publishes evaluated checkpoints: drop --evaluate false")
     for stage in STAGES:
-        check_push(f"{cfg.hub_model_prefix}-{HUB_SUFFIX[stage]}")
-    if _resolve_ref(base) != base and not cfg.base_model_hub_id:
-        raise HHAlignError(f"the DPO adapter would name the local folder {base!r} as its base: pass "
-                           "--base_model_hub_id org/name (that model on the Hub) or a Hub id as --base_model")
+        repo = f"{cfg.hub_model_prefix}-{HUB_SUFFIX[stage]}"
+        check_repo_id(repo, "--hub_model_prefix") if cfg.dry_run else check_push(repo)
+
+
+def results_options(cfg: PipelineConfig, eval_cfg: EvalConfig) -> EvalConfig:
+    """The evaluation stage's publishing options: the pipeline's results dataset, staged with the others."""
+    from ..publish.hub import staging_for
+
+    if not cfg.push_results_to_hub:
+        return eval_cfg
+    staging = staging_for(cfg.staging, "dataset", cfg.push_results_to_hub) if cfg.dry_run else None
+    return dataclasses.replace(eval_cfg, push_results_to_hub=cfg.push_results_to_hub, dry_run=cfg.dry_run,
+                               staging=str(staging) if staging else None, results_private=cfg.hub_private_repo)
 
 
 def _run_launched(launcher: str, kind: str, argv: list[str], stage: str) -> None:
@@ -244,27 +275,33 @@ def _evaluate(eval_cfg: EvalConfig, out: Path, base: str, demo: bool) -> Path:
 
 
 def publish_stages(cfg: PipelineConfig, out: Path, metrics_path: Path, base: str, records: dict) -> dict:
-    """Push sft, dpo and sft_dpo with their measured metrics; record each in the registry and models.md."""
-    from ..publish.card import registry_metrics
-    from ..publish.hub import push_checkpoint
-    from ..publish.registry import update_registry
+    """Push sft, dpo and sft_dpo with their measured metrics; record each in the registry and models.md from the
+    card that was pushed (with --dry_run: stage them, record nothing)."""
+    from ..eval.schema import load_metrics
+    from ..publish.card import eval_results, registry_metrics
+    from ..publish.hub import push_checkpoint, staging_for
+    from ..publish.registry import update_base_metrics, update_registry
+    from ..publish.results_hub import linked_results
 
     pushed: dict = {}
     for stage in STAGES:  # SFT first: the SFT+DPO adapter names the pushed SFT repo as its base
+        repo = f"{cfg.hub_model_prefix}-{HUB_SUFFIX[stage]}"
         base_hub = pushed.get("sft") if stage == "sft_dpo" else cfg.base_model_hub_id if stage == "dpo" else None
-        result = push_checkpoint(out / stage, f"{cfg.hub_model_prefix}-{HUB_SUFFIX[stage]}",
-                                 private=cfg.hub_private_repo, merge_adapter=cfg.merge_adapter,
-                                 metrics_json=metrics_path, metrics_model=stage, base_model_hub_id=base_hub)
+        result = push_checkpoint(out / stage, repo, private=cfg.hub_private_repo, merge_adapter=cfg.merge_adapter,
+                                 metrics_json=metrics_path, metrics_model=stage, base_model_hub_id=base_hub,
+                                 results_repo=cfg.push_results_to_hub, dry_run=cfg.dry_run,
+                                 staging=staging_for(cfg.staging, "model", repo) if cfg.dry_run else None)
         pushed[stage] = result["repo_id"]
-        if cfg.update_registry:
+        if cfg.update_registry and not cfg.dry_run:
             record = records.get(stage) or {}
             update_registry(f"{stage}{cfg.registry_suffix}", role=stage, ref=result["repo_id"],
-                            metrics=registry_metrics(metrics_path, stage), recipe=_recipe_label(cfg, stage),
+                            metrics=result["card_metrics"], recipe=_recipe_label(cfg, stage),
                             command=record.get("command"), registry_path=cfg.registry_path, models_md=cfg.models_md)
-    if cfg.update_registry:
-        from ..publish.registry import update_base_metrics
-
-        update_base_metrics(base, registry_metrics(metrics_path, "base"), registry_path=cfg.registry_path,
+    if cfg.update_registry and not cfg.dry_run:
+        metrics = load_metrics(metrics_path)
+        _, m = metrics.model("base", str(metrics_path))
+        results = eval_results(m, metrics.settings, linked_results(metrics_path, cfg.push_results_to_hub))
+        update_base_metrics(base, registry_metrics(results, str(metrics_path)), registry_path=cfg.registry_path,
                             models_md=cfg.models_md)
     return pushed
 
@@ -291,8 +328,14 @@ def main(cfg: PipelineConfig) -> dict:
         # offline: tiny models, the project's own preference pairs, a few steps each, then the evaluation
         hhalign pipeline --demo --output_dir outputs/demo
 
-        # the study on one GPU, published with model cards that carry the measured metrics
-        hhalign pipeline --config paper/pipeline --push_to_hub --hub_model_prefix you/opt-350m-hh
+        # the study on one GPU, published with model cards that carry the measured metrics, and the evaluation
+        # as a results dataset the cards link to
+        hhalign pipeline --config paper/pipeline --push_to_hub --hub_model_prefix you/opt-350m-hh \
+            --push_results_to_hub you/opt-350m-hh-results
+
+        # everything that would be uploaded, written to a folder instead
+        hhalign pipeline --demo --push_to_hub --hub_model_prefix me/tiny --base_model_hub_id me/tiny-base \
+            --push_results_to_hub me/tiny-results --dry_run --staging /tmp/staged
 
         # each stage under accelerate (several GPUs)
         hhalign pipeline --config paper/pipeline --launcher "accelerate launch --config_file accelerate/multi_gpu"

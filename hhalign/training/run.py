@@ -15,6 +15,7 @@ from typing import Any
 from ..cli import current_command
 from ..errors import HHAlignError
 from ..files import check_writable, write_json
+from ..loading import quiet_peft
 from .checkpoints import resume_checkpoint
 from .config import (
     FINGERPRINT_MODEL_KEYS,
@@ -270,11 +271,11 @@ def build_trainer(kind: str, model: Any, tokenizer: Any, dataset: Any, training_
 
     peft_config = get_peft_config(model_args)
     try:
-        if kind == "sft":
-            return SFTTrainer(model=model, args=training_args, train_dataset=dataset, processing_class=tokenizer,
-                              peft_config=peft_config, callbacks=list(callbacks))
-        return DPOTrainer(model=model, ref_model=None, args=training_args, train_dataset=dataset,
-                          processing_class=tokenizer, peft_config=peft_config, callbacks=list(callbacks))
+        trainer_class = SFTTrainer if kind == "sft" else DPOTrainer
+        extra = {} if kind == "sft" else {"ref_model": None}
+        with quiet_peft():
+            return trainer_class(model=model, args=training_args, train_dataset=dataset, processing_class=tokenizer,
+                                 peft_config=peft_config, callbacks=list(callbacks), **extra)
     except ValueError as exc:  # TRL reports inconsistent options (pad token, LoRA targets, ...) as ValueError
         raise HHAlignError(f"cannot set up the {kind} trainer: {str(exc).splitlines()[0]}") from None
 
