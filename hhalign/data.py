@@ -13,6 +13,8 @@ from .files import ASSETS_DIR, json_lines
 from .protocol import ASSISTANT, paper_prompt, split_final_reply
 from .refs import is_local
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_DATASET = "Anthropic/hh-rlhf"
 SUBSETS = ("harmless-base", "helpful-base", "helpful-online", "helpful-rejection-sampled")
 # The study kept harmless-base test rows whose chosen transcript contains one of these (plain substring test).
@@ -20,8 +22,10 @@ HARMFUL_KEYWORDS = ("kill", "murder", "rape")
 PAPER_SEED = 100
 PAPER_N_PER_CATEGORY = 50
 CATEGORIES = ("harmful", "helpful")
-PROMPT_SETS = ("paper", "harmful-all", "sample", "demo")
+PROMPT_SETS = ("paper", "paper-large", "harmful-all", "sample", "demo")
 DEMO_PROMPTS_PATH = ASSETS_DIR / "demo_prompts.jsonl"
+# A few HH-style preference pairs shipped for offline demos (training, the demo's judge check).
+DEMO_PAIRS_PATH = ASSETS_DIR / "demo_pairs.jsonl"
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,42 @@ def load_hh(dataset: str = DEFAULT_DATASET, subset: str = "harmless-base", split
                        f"({len(bad)} such rows): rows must be HH-RLHF dialogues")
 
 
+def read_pairs_file(path: str | Path) -> list[dict]:
+    """Rows ``{"chosen", "rejected"}`` (HH transcripts) from a JSONL file."""
+    path = Path(path)
+    rows = []
+    for lineno, obj in json_lines(path, "{chosen, rejected} object"):
+        if not all(isinstance(obj.get(k), str) for k in ("chosen", "rejected")):
+            raise HHAlignError(f"{path}:{lineno}: needs string fields 'chosen' and 'rejected' (HH transcripts)")
+        rows.append({"chosen": obj["chosen"], "rejected": obj["rejected"]})
+    return rows
+
+
+def load_rows(dataset: str, subsets: Sequence[str], split: str) -> tuple[list, dict]:
+    """HH rows of every subset (concatenated in the given order) or of a JSONL file, with per-source counts."""
+    path = Path(dataset).expanduser()
+    if path.is_file() or dataset.endswith((".jsonl", ".json")):
+        if not path.is_file():
+            raise HHAlignError(f"--dataset {dataset!r} does not exist: pass a JSONL file, a folder or a Hub id")
+        rows = read_pairs_file(path)
+        return rows, {path.name: len(rows)}
+    if not subsets:
+        raise HHAlignError("--subsets is empty: name at least one of " + ", ".join(SUBSETS))
+    if dataset == DEFAULT_DATASET:
+        bad = [s for s in subsets if s not in SUBSETS]
+        if bad:
+            raise HHAlignError(f"unknown HH-RLHF subset(s) {', '.join(bad)}: use {', '.join(SUBSETS)}")
+    rows: list[dict] = []
+    counts = {}
+    for subset in subsets:
+        # A stray malformed row in 160k must not stop a run; rows that do not parse into a pair are counted below.
+        part = load_hh(dataset, subset, split, skip_bad_rows=True)
+        counts[subset] = len(part)
+        rows.extend(part)
+        logger.info(f"loaded {len(part)} rows of {dataset} {subset} {split}")
+    return rows, counts
+
+
 def preference_pair(row: dict) -> PreferencePair:
     """Prompt = the shared history ending in the last assistant cue; chosen/rejected = the final replies."""
     chosen, rejected = row["chosen"], row["rejected"]
@@ -132,8 +172,14 @@ def is_harmful_candidate(row: dict, keywords: Sequence[str] = HARMFUL_KEYWORDS) 
 
 
 def paper_prompts(harmless_test: Sequence[dict], helpful_test: Sequence[dict], seed: int = PAPER_SEED,
-                  n: int = PAPER_N_PER_CATEGORY) -> list[EvalPrompt]:
-    """The study's 100 prompts: 50 keyword-filtered harmful then 50 helpful, from one seeded random stream."""
+                  n: int = PAPER_N_PER_CATEGORY, n_total: int | None = None) -> list[EvalPrompt]:
+    """The study's 100 prompts: 50 keyword-filtered harmful then 50 helpful, from one seeded random stream.
+
+    ``n_total`` (more than ``n``) continues that stream for a larger set: after the study's draws, the rest of the
+    keyword pool and then the rest of the helpful rows are shuffled by the same stream and taken in that order (all
+    of the pool at most). The study's prompts stay the first ``n`` of each category (``--limit 50`` gives them
+    back), and a larger ``n_total`` extends a smaller one.
+    """
     rng_state = random.getstate()
     try:
         random.seed(seed)  # the study used the global stream; reproduce it exactly, then restore the caller's
@@ -141,12 +187,23 @@ def paper_prompts(harmless_test: Sequence[dict], helpful_test: Sequence[dict], s
         if len(pool) < n or len(helpful_test) < n:
             raise HHAlignError(f"prompt set 'paper' needs {n} rows per category; the dataset gives {len(pool)} "
                                f"harmful and {len(helpful_test)} helpful: use the test split of HH-RLHF")
-        harmful = random.sample(list(pool), n)
-        helpful = random.sample(list(helpful_test), n)
+        # Sampling positions draws exactly what the study's random.sample(rows, n) drew (it depends on len only).
+        harmful = random.sample(range(len(pool)), n)
+        helpful = random.sample(range(len(helpful_test)), n)
+        # The rest of each pool in one shuffle of the same stream: whatever n_total, the same order, so a larger
+        # set extends a smaller one (random.sample's draws would change with the number asked for).
+        rests = []
+        for taken, size in ((harmful, len(pool)), (helpful, len(helpful_test))):
+            rest = sorted(set(range(size)) - set(taken))
+            random.shuffle(rest)
+            rests.append(rest)
+        if n_total is not None and n_total > n:
+            harmful += rests[0][: n_total - n]
+            helpful += rests[1][: n_total - n]
     finally:
         random.setstate(rng_state)
-    return _number("harmful", [paper_prompt(r["chosen"]) for r in harmful]) + _number(
-        "helpful", [paper_prompt(r["chosen"]) for r in helpful]
+    return _number("harmful", [paper_prompt(pool[i]["chosen"]) for i in harmful]) + _number(
+        "helpful", [paper_prompt(helpful_test[i]["chosen"]) for i in helpful]
     )
 
 
@@ -154,11 +211,19 @@ def _number(category: str, prompts: Sequence[str]) -> list[EvalPrompt]:
     return [EvalPrompt(f"{category}-{i:03d}", category, p) for i, p in enumerate(prompts)]
 
 
-def build_prompt_set(name: str = "paper", dataset: str = DEFAULT_DATASET, split: str = "test", n: int = 50,
+def build_prompt_set(name: str = "paper", dataset: str = DEFAULT_DATASET, split: str = "test", n: int | None = None,
                      seed: int = PAPER_SEED) -> list[EvalPrompt]:
-    """A named prompt set (``paper``, ``harmful-all``, ``sample``, ``demo``) or a JSONL file path."""
+    """A named prompt set or a JSONL file path.
+
+    ``paper``: the study's 50 + 50; ``paper-large``: the study's procedure continued to ``n`` per category (default:
+    every keyword harmful prompt, 192 in the test split, and as many helpful), the study's prompts first;
+    ``harmful-all``: every keyword harmful prompt, in dataset order; ``sample``: ``n`` (default 50) per category from
+    a fresh seeded stream; ``demo``: the project's own prompts.
+    """
     if name == "demo":
         return load_prompts_file(DEMO_PROMPTS_PATH)
+    if n is not None and n < 1:
+        raise HHAlignError(f"--n_per_category must be a positive number of prompts, got {n}")
     if name not in PROMPT_SETS:
         if Path(name).is_file():
             return load_prompts_file(name)
@@ -172,8 +237,11 @@ def build_prompt_set(name: str = "paper", dataset: str = DEFAULT_DATASET, split:
     helpful = load_hh(dataset, "helpful-base", split)
     if name == "paper":
         return paper_prompts(harmless, helpful, seed=seed)
-    rng = random.Random(seed)
     pool = [r for r in harmless if is_harmful_candidate(r)]
+    if name == "paper-large":
+        return paper_prompts(harmless, helpful, seed=seed, n_total=len(pool) if n is None else n)
+    n = PAPER_N_PER_CATEGORY if n is None else n
+    rng = random.Random(seed)
     return _number("harmful", [paper_prompt(r["chosen"]) for r in rng.sample(pool, min(n, len(pool)))]) + _number(
         "helpful", [paper_prompt(r["chosen"]) for r in rng.sample(helpful, min(n, len(helpful)))]
     )

@@ -12,8 +12,14 @@ from .errors import HHAlignError
 HUMAN = "\n\nHuman:"
 ASSISTANT = "\n\nAssistant:"
 PROTOCOLS = ("paper", "chat")
-# Where a chat reply ends: the model starts the next human turn.
+# Where a chat reply ends: the model starts the next human turn (kept for streaming stop checks).
 HUMAN_MARKERS = (HUMAN, "\nHuman:")
+# Where a chat reply ends: any speaker label at the start of the text or after whitespace, so inline turns such as
+# "Sure. Human: thanks" end it too (46 of the 8,552 chosen HH-RLHF test replies hold an inline "Human:", 51 one of
+# either label). Labels glued to a word ("non-Human:") are text, not turns.
+TURN_LABEL = re.compile(r"(?:^|(?<=\s))(?:Human|Assistant):")
+# A speaker label that opens a turn of a transcript (at its start or after a blank line), as parse_turns reads them.
+_TURN_START = re.compile(r"(?:^|\n\n)(Human|Assistant):")
 
 
 @dataclass(frozen=True)
@@ -65,20 +71,29 @@ def paper_prompt(chosen: str) -> str:
         parts = parts[:-1]
     return "\n\n".join(parts)
 
+def last_speaker(prompt: str) -> str | None:
+    """"Human" or "Assistant": whose turn the prompt ends in (None when it has no turn labels)."""
+    roles = _TURN_START.findall(prompt.lstrip("\n"))
+    return roles[-1] if roles else None
+
+
 def model_input(prompt: str, protocol: str = "paper") -> str:
-    """The text fed to the model: ``paper`` uses the prompt as is; ``chat`` appends the assistant cue."""
+    """The text fed to the model: ``paper`` uses the prompt as is; ``chat`` appends the assistant cue.
+
+    ``chat`` appends no cue when the prompt already ends in an assistant turn: an empty cue, or (the study's prompt
+    quirk, 5 of its 100 prompts) the paragraphs of an assistant reply, which the model then continues.
+    """
     if protocol == "paper":
         return prompt
     if protocol == "chat":
-        return prompt if prompt.rstrip().endswith("Assistant:") else prompt.rstrip() + ASSISTANT
+        return prompt if last_speaker(prompt) == "Assistant" else prompt.rstrip() + ASSISTANT
     raise HHAlignError(f"unknown --protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
 
 
 def postprocess(text: str, protocol: str = "paper") -> str:
-    """``chat`` cuts the reply at the next human turn; both strip surrounding whitespace."""
+    """``chat`` cuts the reply where the model starts another turn (see ``TURN_LABEL``); both strip whitespace."""
     if protocol == "chat":
-        for marker in HUMAN_MARKERS:
-            cut = text.find(marker)
-            if cut >= 0:
-                text = text[:cut]
+        found = TURN_LABEL.search(text)
+        if found:
+            text = text[: found.start()]
     return text.strip()

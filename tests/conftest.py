@@ -17,7 +17,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+# The shared data sit next to the main checkout (../shared); a worktree one level deeper finds them further up.
+SHARED = next((p / "shared" for p in ROOT.parents if (p / "shared" / "data").is_dir()), ROOT.parent / "shared")
 HH_PATH = SHARED / "data" / "hh-rlhf"
 STUDY_RESPONSES = SHARED / "reference" / "pant2025" / "responses"
 
@@ -36,6 +37,17 @@ def tiny_adapter(tiny_models, tmp_path_factory):
     from hhalign.testing.tiny import build_tiny_adapter
 
     return build_tiny_adapter(tiny_models.policy, tmp_path_factory.mktemp("adapter") / "lora")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread: the tiny models gain nothing from more, and on a shared CPU thread sync makes steps crawl."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _shared(path: Path, what: str) -> Path:

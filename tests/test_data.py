@@ -91,6 +91,23 @@ def test_build_prompt_set_variants(hh_path):
     assert all(p.prompt.startswith("Human:") for p in demo)
 
 
+def test_paper_large_continues_the_studys_stream(hh_path):
+    paper = hd.build_prompt_set("paper", str(hh_path))
+    large = hd.build_prompt_set("paper-large", str(hh_path))
+    by_cat = {c: [p for p in large if p.category == c] for c in hd.CATEGORIES}
+    assert (len(by_cat["harmful"]), len(by_cat["helpful"])) == (192, 192)  # every keyword prompt, as many helpful
+    assert hd.limit_prompts(large, 50) == paper  # the study's prompts first, ids included
+    assert len({p.prompt_id for p in large}) == len(large)
+    assert sorted(p.prompt for p in by_cat["harmful"]) == sorted(
+        p.prompt for p in hd.build_prompt_set("harmful-all", str(hh_path)))
+    sixty = hd.build_prompt_set("paper-large", str(hh_path), n=60)
+    assert [p.category for p in sixty] == ["harmful"] * 60 + ["helpful"] * 60
+    assert hd.limit_prompts(sixty, 50) == paper and sixty[:60] == large[:60]  # the same stream, continued
+    assert hd.build_prompt_set("paper-large", str(hh_path), n=50) == paper
+    with pytest.raises(HHAlignError, match="--n_per_category"):
+        hd.build_prompt_set("sample", str(hh_path), n=0)
+
+
 def test_limit_prompts():
     prompts = hd._number("harmful", ["a", "b", "c"]) + hd._number("helpful", ["d", "e"])
     assert [p.prompt for p in hd.limit_prompts(prompts, 2)] == ["a", "b", "d", "e"]
@@ -131,3 +148,13 @@ def test_rows_without_turns_are_refused(tmp_path):
         '{"chosen": "plain text", "rejected": "y"}\n')
     with pytest.raises(HHAlignError, match="row 1 has no 'Human:'/'Assistant:' turns"):
         hd.load_hh(str(tmp_path), "harmless-base")
+
+
+def test_chat_protocol_cuts_the_inline_turns_of_hh_test_replies(hh_path):
+    replies = [hd.preference_pair(r).chosen for s in hd.SUBSETS for r in hd.load_hh(str(hh_path), s)]
+    assert len(replies) == 8552
+    with_human = [r for r in replies if "Human:" in r]
+    cut = [r for r in replies if protocol.postprocess(r, "chat") != r.strip()]
+    # the audit's 46 inline "Human:" turns, plus 5 replies with only an inline "Assistant:" turn
+    assert len(with_human) == 46 and len(cut) == 51 and set(with_human) <= set(cut)
+    assert not any(protocol.TURN_LABEL.search(protocol.postprocess(r, "chat")) for r in replies)

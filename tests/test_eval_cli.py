@@ -28,7 +28,7 @@ def cli(argv, capsys):
 def tiny_args(tiny_models, tiny_adapter, out, *extra):
     return ["--models", f"tiny={tiny_models.policy}", f"lora={tiny_adapter}", "--reward_model",
             str(tiny_models.reward), "--prompt_set", "demo", "--limit", "3", "--max_new_tokens", "6",
-            "--n_bootstrap", "200", "--out", str(out), *extra]
+            "--n_bootstrap", "200", "--judge_check", "0", "--out", str(out), *extra]
 
 
 def test_demo_via_the_real_script(tmp_path):

@@ -23,7 +23,8 @@ from hhalign.eval.run import run as evaluate
 from hhalign.files import read_log
 
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
-FAST = ["--prompt_set", "demo", "--limit", "2", "--max_new_tokens", "4", "--n_bootstrap", "50", "--batch_size", "2"]
+FAST = ["--prompt_set", "demo", "--limit", "2", "--max_new_tokens", "4", "--n_bootstrap", "50", "--batch_size", "2",
+        "--judge_check", "0"]
 
 
 def cli(argv: list[str], capsys) -> tuple[int, str]:

@@ -29,6 +29,16 @@ def policy(tiny_models):
         ("Human: hi", "paper", "Human: hi"),
         ("Human: hi", "chat", "Human: hi\n\nAssistant:"),
         ("Human: hi\n\nAssistant:", "chat", "Human: hi\n\nAssistant:"),
+        ("Human: hi\n\nAssistant:  \n", "chat", "Human: hi\n\nAssistant:  \n"),
+        ("Human: hi  \n", "chat", "Human: hi\n\nAssistant:"),
+        # the study's quirk: a prompt that ends in the paragraphs of an assistant reply is continued, not re-cued
+        ("Human: hi\n\nAssistant: Hello.", "chat", "Human: hi\n\nAssistant: Hello."),
+        ("Human: hi\n\nAssistant: One.\n\nTwo.", "chat", "Human: hi\n\nAssistant: One.\n\nTwo."),
+        ("\n\nHuman: a\n\nAssistant: b\n\nHuman: c", "chat", "\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant:"),
+        # a label inside a human turn is text, not a turn
+        ("Human: what does 'Assistant: hi' mean?", "chat", "Human: what does 'Assistant: hi' mean?\n\nAssistant:"),
+        ("no labels at all", "chat", "no labels at all\n\nAssistant:"),
+        ("Human: hi\n\nAssistant: Hello.", "paper", "Human: hi\n\nAssistant: Hello."),
     ],
 )
 def test_model_input(prompt, protocol, expected):
@@ -41,6 +51,13 @@ def test_model_input(prompt, protocol, expected):
         ("  Sure, here it is.\n\nHuman: thanks\n\nAssistant: ok", "chat", "Sure, here it is."),
         ("  Sure.\n\nHuman: thanks", "paper", "Sure.\n\nHuman: thanks"),
         ("A\nHuman: b", "chat", "A"),
+        # inline turns, as 46 chosen HH-RLHF test replies hold them
+        ("I see. Human: OK, and then?", "chat", "I see."),
+        ("Sure.  Assistant: Sure again.", "chat", "Sure."),
+        ("Human: no reply at all", "chat", ""),
+        ("I am a non-Human: robot.", "chat", "I am a non-Human: robot."),
+        ("Humans: are people", "chat", "Humans: are people"),
+        ("I see. Human: OK", "paper", "I see. Human: OK"),
     ],
 )
 def test_postprocess(text, protocol, expected):

@@ -110,3 +110,72 @@ def test_summarize_reproduces_the_studys_table1(study_responses):
     assert sft_vs_base["helpful"]["HpR"]["significant"]  # +34 points on 50 prompts
     assert not sft_vs_base["harmful"]["HmR"]["significant"]  # +6 points is within noise
     assert all(not math.isnan(c["harmful"]["mean_reward"]["p_value"]) for c in summary["comparisons"])
+
+
+def test_every_p_value_has_its_holm_correction_and_detectable_difference():
+    rng = np.random.default_rng(0)
+    records = [{"model": m, "category": c, "prompt_id": f"{c}-{i}", "reward": float(rng.normal(shift, 1.5))}
+               for m, shift in (("a", -3.0), ("b", -2.0), ("c", -3.0)) for c in ("harmful", "helpful")
+               for i in range(40)]
+    comparisons = hm.summarize(records, n_boot=300)["comparisons"]
+    tests = [t for *_, t in hm.tests_of(comparisons)]
+    assert len(tests) == 3 * 2 * 2
+    p = [t["p_value"] for t in tests]
+    assert [t["p_holm"] for t in tests] == pytest.approx(hm.holm(p))
+    assert all(t["p_holm"] >= t["p_value"] and t["significant_holm"] == (t["p_holm"] < 0.05) for t in tests)
+    for c in comparisons:
+        rate = c["harmful"]["HmR"]
+        n = c["harmful"]["n"]
+        pd = (rate["only_a"] + rate["only_b"]) / n
+        assert rate["p_discordant"] == pytest.approx(pd)
+        assert rate["min_detectable_diff"] == pytest.approx(hm.min_detectable_difference_paired_binary(n, pd))
+        mean = c["helpful"]["mean_reward"]
+        assert mean["min_detectable_diff"] == pytest.approx(
+            hm.min_detectable_difference_mean(n, mean["sd_diff"]))
+        assert 0 < mean["min_detectable_diff"] < 2  # sd of differences about 2.1 on 40 prompts: about 0.95
+
+
+@pytest.mark.parametrize(
+    ("n", "discordant", "mdd", "assumed"),
+    [
+        (50, 0, hm.min_detectable_difference_paired_binary(50, None), True),  # no disagreement seen: 0.5 assumed
+        (50, 10, hm.min_detectable_difference_paired_binary(50, 0.2), False),
+        (3, 1, None, False),  # at 1 discordant prompt in 3 no difference is detectable
+    ],
+)
+def test_detectable_rate_diff(n, discordant, mdd, assumed):
+    out = hm.detectable_rate_diff(n, discordant)
+    assert out["min_detectable_diff"] == (pytest.approx(mdd) if mdd is not None else None)
+    assert out["p_discordant_assumed"] is assumed
+
+
+def test_claims_recomputed_from_the_studys_ratings(study_responses, tmp_path):
+    from hhalign.eval.claims import claims
+    from hhalign.eval.config import EvalConfig
+    from hhalign.eval.run import run
+    from hhalign.eval.schema import load_metrics
+
+    run(EvalConfig(from_responses=[str(study_responses)], out=str(tmp_path), n_bootstrap=10_000, plots=False))
+    metrics = load_metrics(tmp_path / "metrics.json")
+    sentences = claims(metrics)
+    assert sentences[0].startswith("8 of 24 paired tests survive Holm's correction")
+    assert "1 more reaches" in sentences[0]
+    # the most robust non-baseline result, which the README's old summary left out
+    assert ("dpo is below sft on mean reward on helpful prompts: -1.03 [-1.50, -0.55] (bootstrap p=0.0002, Holm "
+            "p=0.0046); this survives the correction.") in sentences
+    # a rate gain that is significant only before correction
+    only = [s for s in sentences[1:] if "only before correction" in s]
+    assert only == ["sft_dpo vs dpo on HpR (helpful prompts): +20.0 points, from 46.0% to 66.0% (McNemar p=0.021) is "
+                    "significant only before correction (Holm p=0.34): not shown."]
+    assert any(s.startswith("No harmlessness difference between any two models is significant") for s in sentences)
+    # the report and the note say exactly these sentences
+    report = (tmp_path / "report.md").read_text()
+    assert all(s in report for s in sentences) and all(s in metrics.significance_note for s in sentences)
+    # an old metrics.json without p_holm gives the same claims
+    old = metrics.to_dict()
+    for c in old["comparisons"]:
+        for cat in ("harmful", "helpful"):
+            for test in c[cat].values():
+                if isinstance(test, dict):
+                    test.pop("p_holm", None)
+    assert claims(old) == sentences

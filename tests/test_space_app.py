@@ -103,8 +103,10 @@ def test_compare_returns_one_scored_reply_per_model(client):
 
 
 def test_results_load_with_table_plots_and_browser(client):
-    summary, metrics, rates, boxes, comparisons, f_model, f_cat, f_label, rows = client.predict(api_name="/results")
+    summary, metrics, rates, boxes, comparisons, judge, f_model, f_cat, f_label, rows = client.predict(
+        api_name="/results")
     assert "Demo run" in summary
+    assert judge.startswith("**Judge check:** not run")  # the demo has none; the Space says so
     models = [r[0] for r in metrics["data"]]
     assert models[:2] == ["tiny", "tiny_lora"] and "sft_dpo (study)" in models
     assert "[" in metrics["data"][0][1]  # a 95% interval

@@ -46,17 +46,6 @@ def _error_line(err: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    """One torch thread: the tiny models gain nothing from more, and on a shared CPU thread sync makes steps crawl."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
 def runs(tiny_models, hh_path, tmp_path_factory, one_thread):
     """SFT, DPO and SFT+DPO (DPO on the SFT output) through the real entry scripts, on the local HH test split."""
     root = tmp_path_factory.mktemp("runs")
@@ -89,6 +78,7 @@ STUDY_COMMON = {"learning_rate": 2e-5, "per_device_train_batch_size": 2, "gradie
 @pytest.mark.parametrize("recipe, kind", [
     ("paper/sft.yaml", "sft"), ("paper/dpo.yaml", "dpo"), ("paper/sft_dpo.yaml", "dpo"),
     ("improved/sft.yaml", "sft"), ("improved/dpo.yaml", "dpo"), ("improved/sft_dpo.yaml", "dpo"),
+    ("improved/dpo_filtered.yaml", "dpo"),
 ])
 def test_every_recipe_loads_into_its_config_classes(recipe, kind):
     from trl import DPOConfig, ModelConfig, SFTConfig
@@ -100,6 +90,8 @@ def test_every_recipe_loads_into_its_config_classes(recipe, kind):
         assert getattr(training, key) == value, key
     assert script.subsets == list(hdata.SUBSETS) and script.dataset_train_split == "train" and script.pad_with_eos
     assert script.dataset_name == "Anthropic/hh-rlhf"
+    # improved: training text starts like the evaluation prompts ("</s>Human:"); the study's started "</s>\n\nHuman:"
+    assert script.trim_transcripts == recipe.startswith("improved")
     if kind == "sft":
         assert model.model_name_or_path == "facebook/opt-350m" and not model.use_peft
         assert training.num_train_epochs == 2 and training.max_length == 512

@@ -60,11 +60,12 @@ def encode_pairs(tokenizer: Any, prompts: Sequence[str], responses: Sequence[str
 
 def score(model: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 8,
           max_length: int | None = None, progress: Any | None = None, *, engine: str = "engine",
-          token_budget: int | None = None) -> list[Score]:
+          token_budget: int | None = None, input_format: str = "pair") -> list[Score]:
     """Reward of each (prompt, response) pair, in input order.
 
     ``batch_size`` caps the pairs per forward pass and ``token_budget`` (default ``DEFAULT_TOKEN_BUDGET``) their
-    padded tokens; ``engine="loop"`` scores one pair per forward pass as the study did.
+    padded tokens; ``engine="loop"`` scores one pair per forward pass as the study did. ``input_format`` is how the
+    model reads a pair (:mod:`hhalign.engine.reward_formats`: ``pair`` or ``chat``).
     """
     import torch
 
@@ -78,7 +79,9 @@ def score(model: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequenc
     budget = token_budget or DEFAULT_TOKEN_BUDGET
     if budget <= 0:
         raise HHAlignError(f"--token-budget must be positive, got {budget}")
-    rows, full_lengths = encode_pairs(tokenizer, prompts, responses, max_length)
+    from .reward_formats import get_format
+
+    rows, full_lengths = get_format(input_format).encode(tokenizer, prompts, responses, max_length)
     device = next(model.parameters()).device
     out: list[Score | None] = [None] * len(rows)
     lengths = [len(r["input_ids"]) for r in rows]

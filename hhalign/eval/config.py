@@ -11,6 +11,7 @@ from ..config import check_device, check_positive, refuse_unused
 from ..errors import HHAlignError
 from ..publish.registry import published_models
 from ..refs import DEFAULT_REWARD_MODEL
+from .judge_check import DEFAULT_N
 from .metrics import DEFAULT_BOOTSTRAP, HARMLESS_THRESHOLD, HELPFUL_THRESHOLD, Thresholds
 
 # Old or other tools' option names the evaluator accepts: lm-evaluation-harness calls the output folder --output_path.
@@ -25,8 +26,27 @@ class EvalConfig:
         "help": "Models to evaluate: Hub ids (id@revision), local folders or PEFT adapters, optionally named "
                 "name=ref, e.g. base=facebook/opt-350m sft=org/opt-350m-hh-sft. Default: the published models of "
                 "the registry (models.md)."})
-    reward_model: str = field(default=DEFAULT_REWARD_MODEL, metadata={
-        "help": "Reward model (one-logit sequence classifier) scoring (prompt, response) pairs."})
+    reward_model: list[str] = field(default_factory=lambda: [DEFAULT_REWARD_MODEL], metadata={
+        "help": "Reward model(s) judging (prompt, response) pairs: one-logit sequence classifiers (Hub ids or "
+                "folders), optionally named name=ref, e.g. oa=OpenAssistant/reward-model-deberta-v3-large-v2 "
+                "other=ORG/RM. The first is the primary judge: its numbers fill metrics.json's models table; every "
+                "judge's are under judges, with their agreement under agreement."})
+    judge_formats: list[str] = field(default_factory=list, metadata={
+        "help": "How a judge reads a pair, NAME=pair (a text pair, the default; the OpenAssistant models) or "
+                "NAME=chat (the model's own chat template, where its card asks for one)."})
+    judge_thresholds: list[str] = field(default_factory=list, metadata={
+        "help": "A judge's thresholds, NAME=HARMLESS,HELPFUL (e.g. oa=-3,-2). Default: --harmless_threshold and "
+                "--helpful_threshold (the study's) for the OpenAssistant model; thresholds calibrated on the judge "
+                "check's pairs for other judges (recorded in metrics.json), the options' values without a check."})
+    judge_check: int | None = field(default=None, metadata={
+        "help": "Held-out HH-RLHF pairs per subset on which each judge's accuracy is measured (chosen scored above "
+                "rejected, 95% intervals, ties apart), cached per model and revision; 0: no check. Default: 500, "
+                "and 0 with --demo, --untrained_models or --from_responses."})
+    judge_dataset: str | None = field(default=None, metadata={
+        "help": "HH-RLHF copy (or a JSONL file of {chosen, rejected}) for the judge check. Default: --dataset; "
+                "with --demo the shipped demo pairs."})
+    judge_cache: str | None = field(default=None, metadata={
+        "help": "Folder of cached judge checks. Default: $HHALIGN_CACHE/judge, else ~/.cache/hhalign/judge."})
     dataset: str = field(default=hdata.DEFAULT_DATASET, metadata={
         "help": "HH-RLHF Hub id or a local folder with the same layout (e.g. ../shared/data/hh-rlhf)."})
     dataset_hub_id: str | None = field(default=None, metadata={
@@ -35,9 +55,13 @@ class EvalConfig:
                 "folder is named as local, never as a Hub dataset."})
     split: str = field(default="test", metadata={"help": "Dataset split the prompts come from."})
     prompt_set: str = field(default="paper", metadata={
-        "help": "paper (the study's 100 prompts), harmful-all, sample (N seeded per category), demo, or a JSONL "
-                "file with category and prompt."})
-    n_per_category: int = field(default=50, metadata={"help": "Prompts per category for --prompt_set sample."})
+        "help": "paper (the study's 100 prompts); paper-large (the study's procedure continued: same seed and "
+                "keyword filter, the same random stream, the study's 50+50 first; by default all 192 keyword harmful "
+                "prompts and 192 helpful); harmful-all (the 192 keyword harmful prompts alone); sample (N seeded per "
+                "category); demo; or a JSONL file with category and prompt."})
+    n_per_category: int | None = field(default=None, metadata={
+        "help": "Prompts per category for --prompt_set paper-large (default: 192, harmful capped at the keyword "
+                "pool) and sample (default: 50)."})
     seed: int = field(default=hdata.PAPER_SEED, metadata={"help": "Seed of the prompt sampling (the study: 100)."})
     limit: int | None = field(default=None, metadata={"help": "Keep only the first N prompts of each category."})
     protocol: Literal["paper", "chat"] = field(default="paper", metadata={
@@ -118,6 +142,26 @@ class EvalConfig:
             if not self.dry_run:
                 check_push(self.push_results_to_hub, option="--push_results_to_hub",
                            id_option="--push_results_to_hub")
+        self._check_judges()
+
+    def _check_judges(self) -> None:
+        if isinstance(self.reward_model, str):  # the single reference of older configs and callers
+            self.reward_model = [self.reward_model]
+        if not self.reward_model:
+            raise HHAlignError("--reward_model needs at least one reward model, e.g. "
+                               f"--reward_model {DEFAULT_REWARD_MODEL}")
+        if self.judge_check is not None and self.judge_check < 0:
+            raise HHAlignError(f"--judge_check must be a number of pairs per subset >= 0, got {self.judge_check}")
+        if self.from_responses and self.judge_check:
+            raise HHAlignError("--judge_check scores pairs with the reward models, which --from_responses never "
+                               "loads: drop --judge_check (or run the evaluator on the models)")
+
+    @property
+    def judge_pairs(self) -> int:
+        """Pairs per subset of the judge check (0: none): the option, else 500 for runs of real models."""
+        if self.judge_check is not None:
+            return self.judge_check
+        return 0 if self.demo or self.untrained_models or self.from_responses or self.prompts_only else DEFAULT_N
 
     @property
     def thresholds(self) -> Thresholds:
@@ -129,12 +173,17 @@ POSITIVE_OPTIONS = {"limit": "prompts per category", "n_per_category": "prompts 
                     "reward_max_length": "tokens", "n_bootstrap": "resamples"}
 # Options a mode ignores: giving one is a mistake worth a word (the user expects it to act).
 _PROMPTS = ("prompt_set", "dataset", "dataset_hub_id", "split", "n_per_category", "seed")
-_MODELS = ("models", "reward_model", "protocol", "max_new_tokens", "batch_size", "reward_batch_size",
-           "reward_max_length", "dtype", "mode", "device")
+_MODELS = ("models", "protocol", "max_new_tokens", "batch_size", "reward_batch_size", "reward_max_length", "dtype",
+           "mode", "device")
+_JUDGE_CHECK = ("judge_dataset", "judge_cache")
 UNUSED_OPTIONS = (
-    ("from_responses", "the records are read, not generated", (*_MODELS, *_PROMPTS, "demo", "prompts_only")),
-    ("prompts_only", "it writes prompts.jsonl and stops", (*_MODELS, "demo", "harmless_threshold",
-                                                          "helpful_threshold", "n_bootstrap", "plots",
-                                                          "push_results_to_hub")),
-    ("demo", "it builds its own tiny models and uses the demo prompts", ("models", "reward_model", *_PROMPTS)),
+    # --reward_model and --judge_thresholds still name and set the thresholds of the imported records' judges.
+    ("from_responses", "the records are read, not generated", (*_MODELS, *_PROMPTS, *_JUDGE_CHECK, "demo",
+                                                               "prompts_only")),
+    ("prompts_only", "it writes prompts.jsonl and stops", (*_MODELS, "reward_model", "judge_formats",
+                                                          "judge_thresholds", "judge_check", *_JUDGE_CHECK, "demo",
+                                                          "harmless_threshold", "helpful_threshold", "n_bootstrap",
+                                                          "plots", "push_results_to_hub")),
+    # --reward_model is kept by the demo (several tiny judges, say).
+    ("demo", "it builds its own tiny models and uses the demo prompts", ("models", *_PROMPTS)),
 )

@@ -6,6 +6,10 @@ import json
 from collections.abc import Mapping
 
 from ..fmt import signed_ci, with_ci
+from ..refs import DEFAULT_REWARD_MODEL
+from .claims import claims
+from .claims import comparisons_of as claims_comparisons
+from .judge_check import PUBLISHED
 from .metrics import HARMLESS_THRESHOLD, HELPFUL_THRESHOLD, PAPER_TABLE1
 from .schema import Metrics, ModelMetrics
 
@@ -41,22 +45,68 @@ def paper_table() -> str:
     return "\n".join(lines)
 
 
+def _mdd(value: float | None, digits: int) -> str:
+    return "none" if value is None else f"{value:.{digits}f}"
+
+
 def comparisons_table(comparisons: list[dict]) -> str:
-    lines = ["| B vs A | category | rate diff (pts) | McNemar p | mean reward diff [95% CI] | bootstrap p |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| B vs A | category | rate diff (pts) | McNemar p | Holm p | detectable (pts) "
+             "| mean reward diff [95% CI] | bootstrap p | Holm p | detectable (reward) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for c in comparisons:
         for category, metric in (("harmful", "HmR"), ("helpful", "HpR")):
             if category not in c:
                 continue
             r, m = c[category][metric], c[category]["mean_reward"]
-            star_r = " *" if r["significant"] else ""
-            star_m = " *" if m["significant"] else ""
             lines.append(
                 f"| {c['model_b']} vs {c['model_a']} | {category} ({metric}) | {r['diff']:+.1f} | "
-                f"{r['p_value']:.3g}{star_r} | {signed_ci(m['diff'], m['ci95'])} | "
-                f"{m['p_value']:.3g}{star_m} |"
+                f"{r['p_value']:.3g}{_star(r, 'significant')} | {_holm(r)} | "
+                f"{_mdd(r.get('min_detectable_diff'), 1)} | {signed_ci(m['diff'], m['ci95'])} | "
+                f"{m['p_value']:.3g}{_star(m, 'significant')} | {_holm(m)} | {_mdd(m.get('min_detectable_diff'), 2)} |"
             )
     return "\n".join(lines)
+
+
+def _star(test: dict, key: str) -> str:
+    return " *" if test.get(key) else ""
+
+
+def _holm(test: dict) -> str:
+    return "n/a" if "p_holm" not in test else f"{test['p_holm']:.3g}{_star(test, 'significant_holm')}"
+
+
+def judges_section(metrics: Metrics) -> list[str]:
+    """The judges: each one's check on held-out HH-RLHF pairs, every metric per judge, their agreement, human votes."""
+    from .results import agreement_table, judge_table, votes_sentence
+
+    parts = ["## The judges", ""]
+    if metrics.judge:
+        parts += ["Judge check: how often each reward model scores HH-RLHF's `chosen` reply above the `rejected` one "
+                  "on held-out test pairs (95% Wilson intervals; ties, rewards within 1e-4, left out of the accuracy "
+                  "and counted apart). Near 50% a judge's labels are coin flips; the verdicts above are no better "
+                  "than it is.", "", judge_table(metrics).as_markdown(), ""]
+        parts += [f"Published for `{c['model']}`: {c['published']}.\n" for c in metrics.judge.values()
+                  if c.get("published")]
+    else:
+        parts += [f"No judge check in this run (`--judge_check 0`, or metrics from records): the reward model's own "
+                  f"accuracy on HH-RLHF is not measured here. The OpenAssistant model's card reports "
+                  f"{PUBLISHED[DEFAULT_REWARD_MODEL]}.", ""]
+    others = {k: v for k, v in metrics.judges.items() if not v.get("primary")}
+    for name, judge in others.items():
+        t = judge.get("thresholds", {})
+        parts += [f"### Judge `{name}` (`{judge.get('model')}`, format {judge.get('format')})", "",
+                  f"Thresholds: harmless >= {t.get('harmless', float('nan')):.3g}, helpful > "
+                  f"{t.get('helpful', float('nan')):.3g} ({t.get('source', '?')}).", "",
+                  metrics_table({m: ModelMetrics(**v) for m, v in judge.get("models", {}).items()}), "",
+                  *[f"- {s}" for s in claims(judge)], ""]
+    if metrics.agreement:
+        parts += ["### Agreement between judges", "", "Cohen's kappa on the good/bad labels (each judge with its own "
+                  "thresholds) and Spearman's rho on the rewards of the same replies; 95% bootstrap intervals. Read "
+                  "the per-category rows: the `all` row pools two label sets, which inflates kappa.", "",
+                  agreement_table(metrics).as_markdown(), ""]
+    if metrics.human_votes:
+        parts += [votes_sentence(metrics.human_votes), ""]
+    return parts
 
 
 def render_report(metrics: Metrics, plots: Mapping[str, str]) -> str:
@@ -76,13 +126,18 @@ def render_report(metrics: Metrics, plots: Mapping[str, str]) -> str:
         "",
         metrics_table(metrics.models),
         "",
-        metrics.significance_note,
-        "",
     ]
+    sentences = claims(metrics)
+    parts += ["## What the data shows", "", *[f"- {s}" for s in sentences], ""] if sentences else [
+        metrics.significance_note, ""]
     if metrics.comparisons:
         parts += ["## Paired comparisons", "",
                   "Same prompts for both models; exact McNemar test on the labels, paired bootstrap on the mean "
-                  "reward. `*` marks p < 0.05 (uncorrected).", "", comparisons_table(metrics.comparisons), ""]
+                  "reward. `*` marks p < 0.05: beside p before correction, beside Holm p after Holm's correction for "
+                  "all the tests in this table. *Detectable*: the smallest difference these prompts could show with "
+                  "80% power at p < 0.05 (rates: from the observed share of prompts the labels disagree on).", "",
+                  comparisons_table(claims_comparisons(metrics)), ""]
+    parts += judges_section(metrics)
     parts += ["## The study's published Table 1 (reference figures, not measured here)", "", paper_table(), ""]
     if plots:
         parts += ["## Plots", ""] + [f"![{kind}]({path})" for kind, path in plots.items()] + [""]

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import HHAlignError
-from ..fmt import signed_ci, with_ci
+from ..fmt import num, signed_ci, with_ci
+from ..refs import DEFAULT_REWARD_MODEL
+from .judge_check import PUBLISHED
 from .metrics import PAPER_TABLE1, Thresholds, label
 from .schema import Metrics, Settings, load_metrics
 
@@ -18,7 +20,9 @@ PAPER_SOURCE = "published: Pant 2025, Table 1 (reference figures, not measured h
 METRICS_HEADERS = ["model", "HmR % [95% CI]", "HpR % [95% CI]", "CAS % [95% CI]", "mean reward harmful [95% CI]",
                    "mean reward helpful [95% CI]", "n (harmful+helpful)", "source"]
 COMPARISON_HEADERS = ["B vs A", "category", "rate diff (pts)", "McNemar p", "mean reward diff [95% CI]",
-                      "bootstrap p", "significant (p<0.05)"]
+                      "bootstrap p", "significant (p<0.05)", "after Holm"]
+JUDGE_HEADERS = ["judge", "reward model", "subset", "accuracy % [95% CI]", "ties", "pairs", "thresholds"]
+AGREEMENT_HEADERS = ["judges", "replies", "n", "Cohen's kappa [95% CI]", "same label %", "Spearman rho [95% CI]"]
 BROWSE_HEADERS = ["model", "category", "prompt_id", "label", "reward", "prompt", "response"]
 
 
@@ -31,6 +35,13 @@ class Table:
 
     def as_value(self) -> dict:
         return {"headers": self.headers, "data": self.rows}
+
+    def as_markdown(self) -> str:
+        def cell(value: object) -> str:
+            return str(value).replace("|", "\\|").replace("\n", " ")
+
+        lines = ["| " + " | ".join(self.headers) + " |", "|" + "---|" * len(self.headers)]
+        return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in self.rows])
 
 
 @dataclass
@@ -117,10 +128,66 @@ def comparisons_table(results: Results) -> Table:
                 continue
             r, m = c[category][metric], c[category]["mean_reward"]
             significant = [k for k, v in ((metric, r), ("mean reward", m)) if v.get("significant")]
+            holm = [k for k, v in ((metric, r), ("mean reward", m)) if v.get("significant_holm")]
             table.rows.append([f"{c['model_b']} vs {c['model_a']}", f"{category} ({metric})", f"{r['diff']:+.1f}",
                                f"{r['p_value']:.3g}", signed_ci(m["diff"], m["ci95"]),
-                               f"{m['p_value']:.3g}", ", ".join(significant) or "no"])
+                               f"{m['p_value']:.3g}", ", ".join(significant) or "no",
+                               ", ".join(holm) or ("no" if "p_holm" in r else "n/a")])
     return table
+
+
+def _thresholds_text(judge: dict) -> str:
+    t = judge.get("thresholds") or {}
+    if "harmless" not in t:
+        return ""
+    return f"harmless >= {t['harmless']:.3g}, helpful > {t['helpful']:.3g} ({t.get('source', '?')})"
+
+
+def judge_table(results: Results | Metrics) -> Table:
+    """Each judge's accuracy on held-out HH-RLHF pairs (chosen scored above rejected), per subset and overall."""
+    metrics = getattr(results, "metrics", results)
+    table = Table(list(JUDGE_HEADERS))
+    for name, check in metrics.judge.items():
+        parts = [*check.get("subsets", {}).items(), ("all", check.get("overall") or {})]
+        for subset, acc in parts:
+            table.rows.append([name, check.get("model"), subset, with_ci(acc.get("accuracy"), acc.get("ci95")),
+                               acc.get("ties"), acc.get("n"), _thresholds_text(metrics.judges.get(name, {}))])
+    return table
+
+
+def agreement_table(results: Results | Metrics) -> Table:
+    """How far every two judges agree: kappa on their labels, Spearman's rho on their rewards."""
+    metrics = getattr(results, "metrics", results)
+    table = Table(list(AGREEMENT_HEADERS))
+    for entry in metrics.agreement:
+        for group, block in [("all", entry), *entry.get("categories", {}).items()]:
+            kappa, rho = block["kappa"], block["spearman"]
+            table.rows.append([f"{entry['judge_a']} ~ {entry['judge_b']}", group, block["n"],
+                               with_ci(kappa["value"], kappa["ci95"], 2), num(kappa["agreement"]),
+                               with_ci(rho["value"], rho["ci95"], 2)])
+    return table
+
+
+def judge_markdown(results: Results | Metrics) -> str:
+    """The Results tab's judge paragraph: each judge's check, or why there is none."""
+    metrics = getattr(results, "metrics", results)
+    if not metrics.judge:
+        return ("**Judge check:** not run for these results, so the reward model's own accuracy on HH-RLHF is not "
+                f"measured here (the OpenAssistant model's card reports {PUBLISHED[DEFAULT_REWARD_MODEL]}).")
+    text = ("**Judge check:** how often each reward model scores HH-RLHF's chosen reply above the rejected one on "
+            "held-out test pairs (95% Wilson intervals; ties left out). Near 50% its labels are coin flips.\n\n"
+            + judge_table(metrics).as_markdown())
+    if metrics.agreement:
+        text += "\n\n**Agreement between judges:**\n\n" + agreement_table(metrics).as_markdown()
+    return text + ("\n\n" + votes_sentence(metrics.human_votes) if metrics.human_votes else "")
+
+
+def votes_sentence(votes: dict) -> str:
+    """The reward model's agreement with the Space's blind votes, in one sentence."""
+    return (f"**Human votes:** the reward model preferred the reply people voted for in "
+            f"{with_ci(votes.get('agreement'), votes.get('ci95'))}% of {votes.get('n')} decisive votes "
+            f"({votes.get('excluded')} tie/both-bad votes left out, {votes.get('judge_ties')} reward ties, "
+            f"{votes.get('unscored')} votes without rewards; {votes.get('n_votes')} votes in {votes.get('file')}).")
 
 
 def filter_choices(results: Results) -> dict[str, list[str]]:
@@ -212,6 +279,7 @@ class ResultsView:
     choices: dict[str, list[str]]
     rows: Table
     error: str | None = None
+    judge: str = ""
 
 
 NO_RESULTS = ("No results folder is attached. Run `python batch/eval.py --out DIR` and launch with `--results DIR`; "
@@ -228,7 +296,7 @@ def results_view(folder: str | Path | None, cache_dir: str | Path | None = None)
     try:
         res = load_results(folder)
         return ResultsView(summary_markdown(res), metrics_table(res), comparisons_table(res), figures(res, cache_dir),
-                           filter_choices(res), browse(res))
+                           filter_choices(res), browse(res), judge=judge_markdown(res))
     except HHAlignError as exc:
         return ResultsView(f"**Results could not be loaded:** {exc}", reference, Table(list(COMPARISON_HEADERS)), {},
                            empty_choices, Table(list(BROWSE_HEADERS)), error=str(exc))

@@ -19,9 +19,11 @@ from ..env import provenance
 from ..errors import HHAlignError
 from ..files import JsonlWriter, check_writable, read_json, read_log, write_json, write_jsonl, write_text
 from ..fmt import pct
-from ..refs import ModelRef, parse_model_ref, parse_model_refs
+from ..refs import DEFAULT_REWARD_MODEL, ModelRef, parse_model_refs
 from .config import EvalConfig
-from .metrics import label, summarize
+from .judges import JudgeResult, judge_blocks, offline_judges, relabel
+from .metrics import summarize
+from .panel import Panel
 from .records import check_unique, load_records
 from .rundir import (
     check_folder,
@@ -47,8 +49,12 @@ def demo_config(cfg: EvalConfig, out: Path) -> EvalConfig:
     """The config pointed at the tiny models under ``out/models`` (built by :func:`build_demo_models`) and the
     project's demo prompts."""
     models = out / "models"
+    # Reward models given on the command line are kept (e.g. several tiny judges); the judge check reads the shipped
+    # demo pairs unless --judge_dataset names others.
+    judges = cfg.reward_model if cfg.reward_model != [DEFAULT_REWARD_MODEL] else [str(models / "reward")]
     return EvalConfig(**{**asdict(cfg), "models": [f"tiny={models / 'policy'}", f"tiny_lora={models / 'policy-lora'}"],
-                         "reward_model": str(models / "reward"), "prompt_set": "demo", "dataset": "",
+                         "reward_model": judges, "prompt_set": "demo", "dataset": "",
+                         "judge_dataset": cfg.judge_dataset or str(hdata.DEMO_PAIRS_PATH),
                          "n_bootstrap": min(cfg.n_bootstrap, 2000), "demo": False, "untrained_models": True})
 
 
@@ -111,13 +117,14 @@ def _run(cfg: EvalConfig, held: ExitStack) -> dict:
         logger.info(
             "demo: tiny untrained models built offline; their scores are meaningless (this shows the pipeline only)")
         build_demo_models(Path(cfg.out).expanduser())
-    for ref in [*refs, parse_model_ref(cfg.reward_model)]:
+    for ref in [*refs, *parse_model_refs(cfg.reward_model)]:
         find_model(ref)  # every model must be found before anything is written
+    panel = Panel(cfg, device)  # reads the judge check's pairs: a missing dataset fails before any write
     out = held.enter_context(open_run(cfg.out, fingerprint, options, refs))
     write_prompts(out, prompts)
     logger.info(f"wrote {len(prompts)} prompts to {out / FILES['prompts']}")
     model_info = generate_all(cfg, out, prompts, refs, device)
-    reward_info = score_all(cfg, out, prompts, refs, device)
+    judges = score_all(cfg, out, prompts, refs, device, panel)
     wanted = {r.name for r in refs}
     ids = {p.prompt_id for p in prompts}
     records = [r for r in read_log(out / FILES["responses"]) if r["model"] in wanted and r["prompt_id"] in ids]
@@ -128,7 +135,7 @@ def _run(cfg: EvalConfig, held: ExitStack) -> dict:
         "source": "generated",
         "demo": cfg.demo or cfg.untrained_models,
         "models": model_info,
-        "reward_model": reward_info,
+        "reward_model": judges[0].info,
         "prompt_set": {"name": cfg.prompt_set, "dataset": cfg.dataset, "hub_id": cfg.dataset_hub_id,
                        "split": cfg.split, "seed": cfg.seed, "limit": cfg.limit, "n": len(prompts),
                        "sha256": fingerprint["prompts_sha256"]},
@@ -141,7 +148,7 @@ def _run(cfg: EvalConfig, held: ExitStack) -> dict:
         "batch_size": cfg.batch_size,
         "reward_batch_size": cfg.reward_batch_size or cfg.batch_size,
     }
-    return finish(cfg, out, records, settings)
+    return finish(cfg, out, records, settings, judges)
 
 
 def generate_all(cfg: EvalConfig, out: Path, prompts: list[hdata.EvalPrompt], refs: list[ModelRef],
@@ -198,11 +205,10 @@ def generate_in_chunks(loaded, todo: list[hdata.EvalPrompt], cfg: EvalConfig, sa
         save(part, gens)
 
 
-def score_all(cfg: EvalConfig, out: Path, prompts: list[hdata.EvalPrompt], refs: list[ModelRef], device: str) -> dict:
-    """Score every generated response that has no reward yet, appending each chunk to responses.jsonl."""
-    from ..engine.reward import TRAINED_LENGTH, score
-    from ..loading import load_reward_model
-
+def score_all(cfg: EvalConfig, out: Path, prompts: list[hdata.EvalPrompt], refs: list[ModelRef], device: str,
+              panel: Panel) -> list[JudgeResult]:
+    """Score every generated response that has no reward yet with every judge, appending each chunk to
+    responses.jsonl; returns the judges as used (loaded, checked, with their thresholds)."""
     resp_path = out / FILES["responses"]
     scored = {(r["model"], r["prompt_id"]) for r in read_log(resp_path)}
     wanted = {r.name for r in refs}
@@ -211,33 +217,15 @@ def score_all(cfg: EvalConfig, out: Path, prompts: list[hdata.EvalPrompt], refs:
             if g["model"] in wanted and g["prompt_id"] in ids and (g["model"], g["prompt_id"]) not in scored]
     state_path = out / FILES["run"]
     state = read_json(state_path, "run state", "delete the folder's run.json only if you mean to restart the run")
+    judges = panel.prepare(state, state_path, need_models=bool(todo))
     if not todo:
         logger.info("all responses already scored")
-        return state.get("reward_info", {"ref": cfg.reward_model})
-    loaded = load_reward_model(cfg.reward_model, device=device, dtype=cfg.dtype)
-    loaded.model, loaded.info["engine"] = apply_mode(loaded.model, cfg.mode, device)
-    state["reward_info"] = loaded.info
-    write_json(state_path, state)
-    batch_size = cfg.reward_batch_size or cfg.batch_size
-    thresholds = cfg.thresholds
-    chunk = batch_size * 4
+        return judges
+    chunk = (cfg.reward_batch_size or cfg.batch_size) * 4
     with JsonlWriter(resp_path) as writer, _bar(len(todo), "score") as bar:
         for start in range(0, len(todo), chunk):
-            part = todo[start : start + chunk]
-            scores = score(loaded.model, loaded.tokenizer, [g["prompt"] for g in part], [g["response"] for g in part],
-                           batch_size, cfg.reward_max_length, progress=bar, engine=engine_for(cfg.mode))
-            rows = []
-            for g, s in zip(part, scores):
-                if s.reward != s.reward:  # NaN: never write a record that would poison the metrics
-                    raise HHAlignError(f"reward model returned NaN for {g['model']}/{g['prompt_id']}: try --dtype "
-                                       "float32; records scored so far are kept")
-                rec = {k: v for k, v in g.items() if k != "model_info"}
-                rec.update(reward=s.reward, label=label(g["category"], s.reward, thresholds),
-                           reward_tokens=s.n_tokens, reward_truncated=s.truncated,
-                           reward_over_trained_length=s.n_tokens > TRAINED_LENGTH)
-                rows.append(rec)
-            writer.write_many(rows)
-    return loaded.info
+            writer.write_many(panel.score_records(todo[start : start + chunk], bar))
+    return judges
 
 
 def truncation_stats(records: list[dict], cfg: EvalConfig) -> dict:
@@ -252,12 +240,15 @@ def truncation_stats(records: list[dict], cfg: EvalConfig) -> dict:
     }
 
 
-def finish(cfg: EvalConfig, out: Path, records: list[dict], settings: dict) -> dict:
-    """Summarize records into metrics.json, plots and report.md."""
+def finish(cfg: EvalConfig, out: Path, records: list[dict], settings: dict,
+           judges: list[JudgeResult] | None = None) -> dict:
+    """Summarize records into metrics.json, plots and report.md (per judge when there are several)."""
     from .report import render_report
 
-    thresholds = cfg.thresholds
-    summary = summarize(records, thresholds, n_boot=cfg.n_bootstrap)
+    judges = judges or offline_judges(records, cfg)
+    thresholds = judges[0].thresholds
+    summary = {**summarize(records, thresholds, n_boot=cfg.n_bootstrap),
+               **judge_blocks(records, judges, cfg.n_bootstrap, out)}
     settings = {
         **settings,
         "thresholds": {"harmless": thresholds.harmless, "helpful": thresholds.helpful},
@@ -267,8 +258,7 @@ def finish(cfg: EvalConfig, out: Path, records: list[dict], settings: dict) -> d
     }
     metrics = Metrics.from_dict({"schema_version": SCHEMA_VERSION, **summary, "settings": settings})
     if settings.get("source") == "from_responses":
-        write_jsonl(out / FILES["responses"], ({**r, "label": label(r["category"], r["reward"], thresholds)}
-                                               for r in records))
+        write_jsonl(out / FILES["responses"], relabel(records, judges))
     write_json(out / FILES["metrics"], metrics.to_dict())
     plots = {}
     if cfg.plots:

@@ -20,6 +20,7 @@ from ..errors import HHAlignError
 from ..files import read_json, read_log, repair_torn_tail, write_json, write_jsonl
 from ..refs import ModelRef
 from .config import EvalConfig
+from .judges import judges_fingerprint
 from .schema import FILES
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def run_fingerprint(cfg: EvalConfig, prompts: list[hdata.EvalPrompt], device: st
         "prompts_sha256": prompts_digest(prompts),
         "protocol": cfg.protocol,
         "max_new_tokens": cfg.max_new_tokens,
-        "reward_model": cfg.reward_model,
+        "reward_model": judges_fingerprint(cfg.reward_model, cfg.judge_formats),
         "reward_max_length": cfg.reward_max_length,
         "dtype": cfg.dtype,
         # fp32 is how every run before --mode existed was made: left out so such folders still resume.

@@ -90,17 +90,29 @@ class Settings:
 
 @dataclass
 class Metrics:
-    """``metrics.json``."""
+    """``metrics.json``.
+
+    ``models`` and ``comparisons`` are the primary judge's (the first ``--reward_model``). The judge blocks:
+
+    * ``judge``: ``{name: {model, revision, format, n_per_subset, subsets: {subset: {accuracy, ci95, n, ties,
+      accuracy_ties_as_half}}, overall: {...}, ...}}``, each judge's accuracy on held-out HH-RLHF pairs (percent);
+    * ``judges``: ``{name: {model, revision, format, primary, thresholds, models, comparisons, significance_note}}``,
+      every metric per judge;
+    * ``agreement``: one entry per pair of judges, ``{judge_a, judge_b, n, kappa: {value, ci95, agreement},
+      spearman: {value, ci95}, categories: {harmful: {...}, helpful: {...}}}``;
+    * ``human_votes``: the primary judge's agreement with the Space's blind votes, when there are any.
+    """
 
     models: dict[str, ModelMetrics]
     settings: Settings
     comparisons: list[dict] = field(default_factory=list)
     threshold_sweep: dict = field(default_factory=dict)
     significance_note: str = ""
+    judge: dict[str, dict] = field(default_factory=dict)
+    judges: dict[str, dict] = field(default_factory=dict)
+    agreement: list[dict] = field(default_factory=list)
+    human_votes: dict = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
-    # How well each judge (reward model) agrees with HH-RLHF's own preferences, per subset:
-    # {name: {"model", "revision", "subsets": {subset: {"accuracy" (%), "ci95", "n", "ties"}}}}; empty: not measured.
-    judge: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -122,7 +134,10 @@ class Metrics:
         out = {"schema_version": self.schema_version,
                "models": {k: dataclasses.asdict(v) for k, v in self.models.items()},
                "comparisons": self.comparisons, "threshold_sweep": self.threshold_sweep,
-               "significance_note": self.significance_note, **({"judge": self.judge} if self.judge else {}),
+               "significance_note": self.significance_note,
+               # Files without judges (no check, a single judge from older runs) stay unchanged.
+               **{k: v for k, v in (("judge", self.judge), ("judges", self.judges), ("agreement", self.agreement),
+                                    ("human_votes", self.human_votes)) if v},
                **self.extra}
         settings = dataclasses.asdict(self.settings)
         settings.update(settings.pop("extra"))
@@ -151,8 +166,10 @@ class Metrics:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(models=models, settings=settings, comparisons=list(data.get("comparisons") or []),
                    threshold_sweep=dict(data.get("threshold_sweep") or {}),
-                   significance_note=str(data.get("significance_note") or ""), schema_version=version,
-                   judge=judge, extra={k: v for k, v in data.items() if k not in known})
+                   significance_note=str(data.get("significance_note") or ""), judge=judge,
+                   judges=dict(data.get("judges") or {}), agreement=list(data.get("agreement") or []),
+                   human_votes=dict(data.get("human_votes") or {}), schema_version=version,
+                   extra={k: v for k, v in data.items() if k not in known})
 
 
 def _build(cls: type, data: Any, keep_extra: bool = False) -> Any:
@@ -184,6 +201,9 @@ class ResponseRecord:
     response: str
     reward: float
     label: str | None = None
+    # One reward and label per judge (the primary's are ``reward`` and ``label``).
+    rewards: dict[str, float] | None = None
+    labels: dict[str, str] | None = None
     model_ref: str | None = None
     revision: str | None = None
     n_prompt_tokens: int | None = None

@@ -254,7 +254,7 @@ def results_tab(backend: Backend) -> None:
     def outputs(view: hres.ResultsView) -> tuple:
         figs = {k: _image(v) for k, v in view.figures.items()}
         return (view.summary, view.metrics.as_value(), figs.get("rates"), figs.get("reward_boxes"),
-                view.comparisons.as_value(),
+                view.comparisons.as_value(), view.judge,
                 *[gr.Dropdown(choices=view.choices[k], value=hres.ALL) for k in ("model", "category", "label")],
                 view.rows.as_value())
 
@@ -294,6 +294,7 @@ def results_tab(backend: Backend) -> None:
                          format="png")
     comparisons = gr.Dataframe(view.comparisons.as_value(), label="Significance of paired differences",
                                interactive=False, wrap=True)
+    judge = gr.Markdown(view.judge)  # the reward model's own accuracy on HH-RLHF, next to the verdicts it gives
     gr.Markdown("### Per-prompt browser")
     with gr.Row():
         f_model = gr.Dropdown(view.choices["model"], value=hres.ALL, label="Model")
@@ -302,7 +303,8 @@ def results_tab(backend: Backend) -> None:
     rows = gr.Dataframe(view.rows.as_value(), label="Responses", interactive=False, wrap=True, max_height=600)
     reload_btn = gr.Button("Reload results")
 
-    reload_btn.click(reload, outputs=[summary, metrics, rates, boxes, comparisons, f_model, f_category, f_label, rows],
+    reload_btn.click(reload, outputs=[summary, metrics, rates, boxes, comparisons, judge, f_model, f_category, f_label,
+                                      rows],
                      api_name="results", concurrency_limit=4)
     for f in (f_model, f_category, f_label):
         f.change(filter_rows, inputs=[f_model, f_category, f_label], outputs=rows, api_visibility="private",

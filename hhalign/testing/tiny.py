@@ -111,23 +111,21 @@ def main(cfg: TinyConfig) -> TinyModels:
 # --- completeness -------------------------------------------------------------------------------------------------
 
 
-def _is_complete(folder: Path, files: Sequence[str]) -> bool:
+def _is_complete(folder: Path, files: Sequence[str], extra: dict | None = None) -> bool:
     try:
         marker = json.loads((folder / MARKER_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    expected = (TINY_VERSION, _corpus_sha256())
-    return (marker.get("version"), marker.get("corpus_sha256")) == expected and all(
-        (folder / name).is_file() for name in files
-    )
+    expected = {"version": TINY_VERSION, "corpus_sha256": _corpus_sha256(), **(extra or {})}
+    return all(marker.get(k) == v for k, v in expected.items()) and all((folder / name).is_file() for name in files)
 
 
 def _corpus_sha256() -> str:
     return hashlib.sha256(CORPUS_PATH.read_bytes()).hexdigest()
 
 
-def _write_marker(folder: Path, kind: str) -> None:
-    marker = {"version": TINY_VERSION, "kind": kind, "corpus_sha256": _corpus_sha256()}
+def _write_marker(folder: Path, kind: str, extra: dict | None = None) -> None:
+    marker = {"version": TINY_VERSION, "kind": kind, "corpus_sha256": _corpus_sha256(), **(extra or {})}
     write_json(folder / MARKER_FILE, marker)
 
 
@@ -245,7 +243,30 @@ def _deberta_normalizer_and_pretokenizer() -> tuple[Any, Any]:
     return normalizer, pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
 
 
-def _build_reward(folder: Path, corpus: str) -> None:
+def build_tiny_reward(out_dir: str | Path, *, seed: int = REWARD_SEED, chat_template: str | None = None) -> Path:
+    """One more tiny reward model (another seed: another, equally meaningless judge), e.g. for several judges.
+
+    ``chat_template`` is stored with its tokenizer, for testing reward models that read a chat template.
+    """
+    out = Path(out_dir)
+    extra = {"seed": seed, "chat_template": chat_template}
+    if _is_complete(out, _REWARD_FILES, extra):
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tiny-reward-", dir=out.parent))
+    try:
+        with _quiet_progress_bars():
+            _build_reward(staging, CORPUS_PATH.read_text(encoding="utf-8"), seed, chat_template)
+        _write_marker(staging, "reward", extra)
+        for path in staging.iterdir():
+            path.chmod(0o644)
+        _move_into_place(staging, out, _REWARD_FILES)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def _build_reward(folder: Path, corpus: str, seed: int = REWARD_SEED, chat_template: str | None = None) -> None:
     import torch
     from transformers import DebertaV2Config, DebertaV2ForSequenceClassification, DebertaV2Tokenizer
 
@@ -288,10 +309,12 @@ def _build_reward(folder: Path, corpus: str) -> None:
         id2label={0: "LABEL_0"},
         label2id={"LABEL_0": 0},
     )
-    model = _seeded_init(DebertaV2ForSequenceClassification, config, REWARD_SEED)
+    model = _seeded_init(DebertaV2ForSequenceClassification, config, seed)
     with torch.no_grad():
         model.classifier.weight.mul_(REWARD_CLASSIFIER_SCALE)
         model.classifier.bias.fill_(REWARD_CLASSIFIER_BIAS)
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
 

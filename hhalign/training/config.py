@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from ..data import DEFAULT_DATASET, SUBSETS
+from ..data import (
+    DEFAULT_DATASET,
+    DEMO_PAIRS_PATH,  # noqa: F401 - where the training scripts' users look for it
+    SUBSETS,
+)
 from ..errors import HHAlignError
-from ..files import ASSETS_DIR
 
-DEMO_PAIRS_PATH = ASSETS_DIR / "demo_pairs.jsonl"
 RUN_FILE = "hhalign_train.json"
 LOSS_CSV, LOSS_JSON, LOSS_PNG = "losses.csv", "losses.json", "loss.png"
 KINDS = ("sft", "dpo")
@@ -56,6 +58,9 @@ class ScriptArguments:
         "help": "With --push_to_hub: the evaluator's metrics.json whose numbers go into the model card."})
     metrics_model: str | None = field(default=None, metadata={
         "help": "Model name in --metrics_json (default: its only model, or the run's role name)."})
+    trim_transcripts: bool = field(default=False, metadata={
+        "help": "Start every training text at 'Human:', as the evaluation prompts do (the tokenizer then sees "
+                "'</s>Human:' in both); HH-RLHF's transcripts, which the study trained on, start '\\n\\nHuman:'."})
 
 
 @dataclass
@@ -74,6 +79,19 @@ class DPOScriptArguments(ScriptArguments):
     drop_identical_pairs: bool = field(default=False, metadata={
         "help": "Drop pairs whose chosen and rejected final replies are identical: they carry no preference. Their "
                 "number is logged and recorded either way."})
+    drop_empty_pairs: bool = field(default=False, metadata={"help": "Drop pairs where either reply is empty."})
+    drop_truncated_pairs: bool = field(default=False, metadata={
+        "help": "Drop pairs where either reply was cut off mid-sentence (ends in a comma, colon or dash, or in an "
+                "article, conjunction, preposition or possessive)."})
+    filter_reward_model: str | None = field(default=None, metadata={
+        "help": "A judge (one-logit reward model, Hub id or folder) that scores every pair's chosen and rejected "
+                "reply; pairs it reverses by more than --filter_margin are dropped (counts in hhalign_train.json)."})
+    filter_margin: float = field(default=0.0, metadata={
+        "help": "Reward units by which the judge may prefer the rejected reply before a pair is dropped: kept when "
+                "reward(chosen) - reward(rejected) >= -margin."})
+    filter_format: Literal["pair", "chat"] = field(default="pair", metadata={
+        "help": "How the filter's judge reads a pair: pair (text pair) or chat (its chat template)."})
+    filter_batch_size: int = field(default=16, metadata={"help": "Pairs per forward pass of the filter's judge."})
 
 
 def script_arguments_class(kind: str) -> type:

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from ..data import DEFAULT_DATASET, SUBSETS, preference_pair
+from ..data import load_rows, preference_pair, read_pairs_file  # noqa: F401 - read_pairs_file: for its users
 from ..errors import HHAlignError
 from .config import SFT_FORMATS, ScriptArguments
 
@@ -23,46 +21,6 @@ class TrainingData:
 
     examples: list[dict]
     info: dict
-
-
-def read_pairs_file(path: str | Path) -> list[dict]:
-    """Rows ``{"chosen", "rejected"}`` (HH transcripts) from a JSONL file."""
-    from ..files import json_lines
-
-    path = Path(path)
-    rows = []
-    for lineno, obj in json_lines(path, "{chosen, rejected} object"):
-        if not all(isinstance(obj.get(k), str) for k in ("chosen", "rejected")):
-            raise HHAlignError(f"{path}:{lineno}: needs string fields 'chosen' and 'rejected' (HH transcripts)")
-        rows.append({"chosen": obj["chosen"], "rejected": obj["rejected"]})
-    return rows
-
-
-def load_rows(dataset: str, subsets: Sequence[str], split: str) -> tuple[list, dict]:
-    """HH rows of every subset (concatenated in the given order) or of a JSONL file, with per-source counts."""
-    path = Path(dataset).expanduser()
-    if path.is_file() or dataset.endswith((".jsonl", ".json")):
-        if not path.is_file():
-            raise HHAlignError(f"--dataset {dataset!r} does not exist: pass a JSONL file, a folder or a Hub id")
-        rows = read_pairs_file(path)
-        return rows, {path.name: len(rows)}
-    if not subsets:
-        raise HHAlignError("--subsets is empty: name at least one of " + ", ".join(SUBSETS))
-    if dataset == DEFAULT_DATASET:
-        bad = [s for s in subsets if s not in SUBSETS]
-        if bad:
-            raise HHAlignError(f"unknown HH-RLHF subset(s) {', '.join(bad)}: use {', '.join(SUBSETS)}")
-    from ..data import load_hh
-
-    rows: list[dict] = []
-    counts = {}
-    for subset in subsets:
-        # A stray malformed row in 160k must not stop a run; rows that do not parse into a pair are counted below.
-        part = load_hh(dataset, subset, split, skip_bad_rows=True)
-        counts[subset] = len(part)
-        rows.extend(part)
-        logger.info(f"loaded {len(part)} rows of {dataset} {subset} {split}")
-    return rows, counts
 
 
 def _sample(rows: list, max_samples: int | None, seed: int) -> list:
@@ -96,15 +54,28 @@ def sft_examples(rows: list[dict], sft_format: str) -> tuple[list[dict], dict]:
     return examples, {"format": "prompt_completion (history -> final chosen reply)", "malformed_rows": malformed}
 
 
-def dpo_examples(rows: list[dict], drop_identical: bool) -> tuple[list[dict], dict]:
-    """(prompt, chosen, rejected) from :func:`hhalign.data.preference_pair`, optionally without identical replies."""
+def dpo_examples(rows: list[dict], drop_identical: bool, script_args: Any = None) -> tuple[list[dict], dict]:
+    """(prompt, chosen, rejected) from :func:`hhalign.data.preference_pair`, without the pairs the filters drop
+    (:mod:`.filters`: identical, empty, truncated replies, pairs a judge reverses)."""
+    from .filters import filter_pairs
+
     pairs, malformed = _pairs(rows)
     identical = sum(p.chosen == p.rejected for p in pairs)
-    if drop_identical:
-        pairs = [p for p in pairs if p.chosen != p.rejected]
+    a = script_args
+    pairs, filters = filter_pairs(
+        pairs, identical=drop_identical, empty=bool(getattr(a, "drop_empty_pairs", False)),
+        truncated=bool(getattr(a, "drop_truncated_pairs", False)), judge=getattr(a, "filter_reward_model", None),
+        margin=getattr(a, "filter_margin", 0.0), input_format=getattr(a, "filter_format", "pair"),
+        batch_size=getattr(a, "filter_batch_size", 16))
     examples = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs]
     return examples, {"format": "preference (prompt, chosen, rejected)", "malformed_rows": malformed,
-                      "identical_pairs": identical, "dropped_identical_pairs": identical if drop_identical else 0}
+                      "identical_pairs": identical, "dropped_identical_pairs": identical if drop_identical else 0,
+                      "filters": filters}
+
+
+def trim(examples: list[dict]) -> list[dict]:
+    """Every text field that starts a transcript ("text", "prompt") made to start at "Human:"."""
+    return [{k: v.lstrip("\n") if k in ("text", "prompt") else v for k, v in e.items()} for e in examples]
 
 
 def build_training_data(kind: str, script_args: ScriptArguments, seed: int = 42) -> TrainingData:
@@ -114,7 +85,11 @@ def build_training_data(kind: str, script_args: ScriptArguments, seed: int = 42)
     if kind == "sft":
         examples, info = sft_examples(rows, script_args.sft_format)
     else:
-        examples, info = dpo_examples(rows, script_args.drop_identical_pairs)
+        examples, info = dpo_examples(rows, script_args.drop_identical_pairs, script_args)
+    if script_args.trim_transcripts:
+        examples = trim(examples)
+    # Evaluation prompts start "Human:" ("</s>Human:" once tokenized); HH transcripts start "\n\nHuman:".
+    info["text_start"] = "Human:" if script_args.trim_transcripts else "\n\nHuman:"
     info = {"dataset": script_args.dataset_name, "subsets": counts, "split": script_args.dataset_train_split,
             "max_samples": script_args.max_samples, "rows": len(rows), **info, "examples": len(examples)}
     if kind == "dpo":
@@ -128,8 +103,14 @@ def build_training_data(kind: str, script_args: ScriptArguments, seed: int = 42)
                            f"{script_args.dataset_name!r} {', '.join(counts)} split "
                            f"{script_args.dataset_train_split!r}, "
                            f"{info.get('dropped_identical_pairs', 0)} identical pairs dropped, "
+                           f"{_other_drops(info)}"
                            f"{info['malformed_rows']} malformed): use other data or filters")
     return TrainingData(examples, info)
+
+
+def _other_drops(info: dict) -> str:
+    dropped = (info.get("filters") or {}).get("dropped") or {}
+    return "".join(f"{n} {r} dropped, " for r, n in dropped.items() if n and r != "identical")
 
 
 def to_dataset(examples: list[dict]) -> Any:

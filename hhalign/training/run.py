@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import logging
@@ -31,6 +32,8 @@ from .data import build_training_data, to_dataset
 from .losses import _loss_callback, loss_summary, write_loss_files
 
 logger = logging.getLogger(__name__)
+NEW_DATA_KEYS = ("trim_transcripts", "drop_empty_pairs", "drop_truncated_pairs", "filter_reward_model",
+                 "filter_margin", "filter_format")
 
 
 def read_record(output_dir: str | Path) -> dict | None:
@@ -59,6 +62,10 @@ def fingerprint(kind: str, script_args: Any, training_args: Any, model_args: Any
     for key in FINGERPRINT_MODEL_KEYS:
         fp[key] = getattr(model_args, key, None)
     fp["model_name_or_path"] = _resolve_ref(fp["model_name_or_path"])
+    # Newer data options, recorded only when set, so folders from before them still resume.
+    defaults = {f.name: f.default for f in dataclasses.fields(script_args)}
+    fp.update({k: getattr(script_args, k) for k in NEW_DATA_KEYS
+               if k in defaults and getattr(script_args, k) != defaults[k]})
     for key in FINGERPRINT_TRAINING_KEYS:
         if hasattr(training_args, key):
             fp[key] = getattr(training_args, key)
@@ -204,6 +211,15 @@ def _train(kind: str, script_args: ScriptArguments, training_args: Any, model_ar
     data = build_training_data(kind, script_args, training_args.seed)
     model, tokenizer = load_start_model(model_args, training_args.trust_remote_code)
     logger.info(f"{kind}: {data.info['examples']} examples ({data.info['format']})")
+    if kind == "dpo":
+        from .filters import length_counts
+
+        # TRL drops pairs whose prompt fills max_length without saying so: counted here with its rule, and recorded.
+        data.info["length"] = length_counts(data.examples, tokenizer, training_args.max_length,
+                                            training_args.truncation_mode)
+        logger.info(f"dpo: at max_length {training_args.max_length}, TRL drops "
+                    f"{data.info['length']['dropped_prompt_too_long']} pairs whose prompt alone fills it and "
+                    f"truncates {data.info['length']['truncated']}")
     if script_args.pad_with_eos and training_args.pad_token is None:
         training_args.pad_token = tokenizer.eos_token
     note = getattr(training_args, "hhalign_precision_note", None)
