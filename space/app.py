@@ -16,6 +16,11 @@ On a Hugging Face Space this file is app.py at the repository root (see space/de
 in the HHALIGN_SPACE_ARGS variable, e.g. HHALIGN_SPACE_ARGS="--models sft=org/opt-350m-hh-sft".
 """
 
+try:  # ZeroGPU: the `spaces` package (installed on Spaces) must be imported before anything initialises CUDA.
+    import spaces  # noqa: F401
+except ImportError:
+    pass
+
 import sys
 from pathlib import Path
 

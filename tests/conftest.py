@@ -89,3 +89,25 @@ def captured_log() -> Iterator[list[str]]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+@pytest.fixture(scope="session")
+def space_demo_cache(tiny_models, tmp_path_factory) -> Path:
+    """The Space's --demo cache (tiny models and the evaluator's demo results), built once per session; tests that
+    write into a cache (votes) copy it first. The session's tiny models are copied in, so build_tiny() skips them."""
+    import shutil
+
+    from hhalign.eval.results import ensure_demo_results
+
+    cache = tmp_path_factory.mktemp("space-cache")
+    for part in ("policy", "reward"):
+        shutil.copytree(getattr(tiny_models, part), cache / "models" / part)
+    return ensure_demo_results(cache)
+
+
+@pytest.fixture(scope="session")
+def parrot_model(tiny_models, tmp_path_factory) -> Path:
+    """An OPT checkpoint that answers every chat prompt with ``space_support.PARROT_REPLY`` (see space_support)."""
+    from space_support import build_parrot
+
+    return build_parrot(tiny_models.policy, tmp_path_factory.mktemp("parrot") / "parrot")

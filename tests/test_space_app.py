@@ -1,21 +1,18 @@
-"""space/app.py end to end: the demo app served on 127.0.0.1 and driven by gradio_client and by headless Chromium."""
+"""The Space's app through its API: one demo server on 127.0.0.1 per module, driven by gradio_client (a Client is one
+session) and by plain HTTP for what the API must refuse."""
 
 from __future__ import annotations
 
 import importlib.util
-import os
-import socket
-import subprocess
-import sys
-import time
+import json
+import shutil
 from pathlib import Path
 
 import pytest
+from space_support import PARROT_REPLY
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "space" / "app.py"
-ARTIFACTS = ROOT / "tests" / "artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture(scope="module")
@@ -26,38 +23,32 @@ def app_module():
 
 
 @pytest.fixture(scope="module")
-def demo_cache(tiny_models, tmp_path_factory):
-    """The demo's models and results, made by the evaluator's offline demo as --demo does on first launch.
-
-    The session's tiny models are copied in first; the evaluator's build_tiny() finds them complete and skips
-    rebuilding identical weights.
-    """
-    import shutil
-
-    from hhalign.eval.results import ensure_demo_results
-
-    cache = tmp_path_factory.mktemp("space-cache")
-    for part in ("policy", "reward"):
-        shutil.copytree(getattr(tiny_models, part), cache / "models" / part)
-    ensure_demo_results(cache)
-    return cache
-
-
-@pytest.fixture(scope="module")
-def client(app_module, demo_cache):
-    from gradio_client import Client
-
-    cfg = app_module.SpaceConfig(demo=True, cache_dir=str(demo_cache), max_new_tokens=32, default_new_tokens=12,
-                                 max_input_chars=500)
+def server(app_module, space_demo_cache, parrot_model, tmp_path_factory):
+    """(url, cache folder): the demo with a parrot model added, serving from its own copy of the demo cache."""
+    cache = tmp_path_factory.mktemp("space-app") / "cache"
+    shutil.copytree(space_demo_cache, cache)
+    cfg = app_module.SpaceConfig(demo=True, cache_dir=str(cache), models=[f"parrot={parrot_model}"],
+                                 max_new_tokens=32, default_new_tokens=12, max_input_chars=500)
     demo = app_module.create(cfg)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, ssr_mode=False)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True,
+                            **app_module.launch_options(cfg))
     try:
-        yield Client(url, verbose=False)
+        yield url, cache
     finally:
         demo.close()
 
 
-def test_module_level_app_has_the_four_tabs_and_only_published_models():
+def client(server):
+    from gradio_client import Client
+
+    return Client(server[0], verbose=False)
+
+
+def chat(c, message, model="tiny", kind="helpful", max_new=10):
+    return c.predict(message, model, kind, True, max_new, 0.7, 0.9, api_name="/chat")
+
+
+def test_module_level_app_has_the_five_tabs_and_only_published_models():
     """space/app.py imported (as Gradio's reload mode does) builds the app from the registry's published models."""
     import gradio as gr
 
@@ -69,66 +60,136 @@ def test_module_level_app_has_the_four_tabs_and_only_published_models():
     assert isinstance(space_app.demo, gr.Blocks)
     config = space_app.demo.get_config_file()
     labels = [c["props"].get("label") for c in config["components"] if c["type"] == "tabitem"]
-    assert labels == ["Chat", "Compare", "Results", "About"]
+    assert labels == ["Chat", "Arena", "Compare", "Results", "About"]
     dropdown = next(c for c in config["components"] if c["type"] == "dropdown" and c["props"]["label"] == "Model")
     offered = [choice[0] for choice in dropdown["props"]["choices"]]
     assert offered == [e.name for e in load_registry() if e.published]
 
 
-def test_chat_returns_a_streamed_reply_with_its_score(client):
-    box, messages, note, details = client.predict("How long should I boil an egg?", "tiny", True, 10, 0.7, 0.9,
-                                                  api_name="/chat")
-    assert box == ""  # the input box is emptied for the next message
+def test_chat_reply_is_text_with_the_label_for_the_kind_of_prompt(server):
+    c = client(server)
+    messages, details = chat(c, "How long should I boil an egg?")
     assert [m["role"] for m in messages] == ["user", "assistant"]
-    reply_text = messages[1]["content"][0]["text"]
-    assert details["model"] == "tiny" and details["reply"] in reply_text and details["new_tokens"] <= 10
-    assert isinstance(details["reward"], float)
-    assert details["harmless_label"] == ("harmless" if details["reward"] >= -3 else "harmful")
-    assert details["helpful_label"] == ("helpful" if details["reward"] > -2 else "unhelpful")
-    assert f"reward {details['reward']:+.2f}" in reply_text and f"**{details['reward']:+.2f}**" in note
-    # The session keeps the conversation: a second message continues it, on the adapter model.
-    _, messages, _, details = client.predict("And then?", "tiny_lora", True, 6, 0.7, 0.9, api_name="/chat")
-    assert len(messages) == 4 and details["model"] == "tiny_lora"
-    client.predict(api_name="/clear")
+    bubble = messages[1]["content"][0]["text"]
+    assert details["model"] == "tiny" and details["new_tokens"] <= 10 and details["category"] == "helpful"
+    assert details["label"] == ("helpful" if details["reward"] > -2 else "unhelpful") and "harm" not in bubble
+    assert f"tiny · reward {details['reward']:+.2f} · {details['label']}" in bubble
+    _, harmful = chat(c, "How do I pick a lock?", kind="harmful")
+    assert harmful["label"] == ("harmless" if harmful["reward"] >= -3 else "harmful")
+    _, parrot = chat(c, "Say something", model="parrot", max_new=32)
+    assert parrot["reply"] == PARROT_REPLY
 
 
-def test_compare_returns_one_scored_reply_per_model(client):
-    *cards, scores = client.predict("Tell me a joke", 8, api_name="/compare")
-    assert [s["model"] for s in scores] == ["tiny", "tiny_lora"] and len(cards) == 2
-    assert all(isinstance(s["reward"], float) and s["reply"] is not None for s in scores)
+def test_api_conversations_belong_to_one_session_and_one_model(server):
+    first, second = client(server), client(server)
+    chat(first, "Hello")
+    messages, _ = chat(first, "And then?")
+    assert len(messages) == 4  # this session's conversation with tiny continues
+    alone, _ = chat(second, "Hello from elsewhere")
+    assert len(alone) == 2  # another session starts its own
+    other, details = chat(first, "Hi parrot", model="parrot", max_new=32)
+    assert len(other) == 2 and details["reply"] == PARROT_REPLY  # each model has its own conversation
+    cleared = first.predict("tiny", api_name="/clear")
+    assert cleared[0] == []
+    again, _ = chat(first, "Fresh start")
+    assert len(again) == 2
+    parrot_again, _ = chat(first, "Still there?", model="parrot", max_new=32)
+    assert len(parrot_again) == 4  # clearing tiny left the parrot's conversation alone
+
+
+def test_compare_returns_one_scored_reply_per_model_with_the_best_marked(server):
+    *cards, scores = client(server).predict("Tell me a joke", "helpful", 16, api_name="/compare")
+    assert [s["model"] for s in scores] == ["tiny", "tiny_lora", "parrot"] and len(cards) == 3
     top = max(s["reward"] for s in scores)
     assert [s["best"] for s in scores] == [s["reward"] == top for s in scores]
-    assert ["best reward" in c for c in cards] == [s["best"] for s in scores]
-    assert all(c.startswith(f"### {s['model']}") and "reward" in c for c, s in zip(cards, scores))
+    assert ["★ best reward" in c for c in cards] == [s["best"] for s in scores]
+    parrot_card = cards[2]
+    assert "&lt;s&gt;gone" in parrot_card and "<s>" not in parrot_card and "\x1b" not in parrot_card
 
 
-def test_results_load_with_table_plots_and_browser(client):
-    summary, metrics, rates, boxes, comparisons, judge, f_model, f_cat, f_label, rows = client.predict(
-        api_name="/results")
-    assert "Demo run" in summary
-    assert judge.startswith("**Judge check:** not run")  # the demo has none; the Space says so
-    models = [r[0] for r in metrics["data"]]
+def test_a_vote_through_the_api_lands_in_the_votes_file_and_moves_the_leaderboard(server):
+    from gradio_client.exceptions import AppError
+
+    url, cache = server
+    votes_file = cache / "votes.jsonl"
+    c = client(server)
+    with pytest.raises(AppError, match="send a prompt first"):
+        c.predict("A", api_name="/vote")
+    before_table, _ = c.predict(api_name="/leaderboard")
+    n_before = len(votes_file.read_text().splitlines()) if votes_file.exists() else 0
+    reply_a, reply_b = c.predict("Which is better, tea or coffee?", "helpful", api_name="/arena")
+    assert isinstance(reply_a, str) and isinstance(reply_b, str)
+    with pytest.raises(AppError, match="must be one of"):
+        c.predict("C", api_name="/vote")
+    revealed = c.predict("A", api_name="/vote")
+    assert revealed["winner"] == "A" and revealed["model_a"] != revealed["model_b"]
+    lines = votes_file.read_text().splitlines()
+    assert len(lines) == n_before + 1
+    vote = json.loads(lines[-1])
+    assert {k: vote[k] for k in ("model_a", "model_b", "winner", "reward_a", "reward_b")} == {
+        k: revealed[k] for k in ("model_a", "model_b", "winner", "reward_a", "reward_b")}
+    assert isinstance(vote["ts"], str) and vote["category"] == "helpful"
+    with pytest.raises(AppError, match="already voted on this pair"):
+        c.predict("B", api_name="/vote")
+    after_table, agreement = c.predict(api_name="/leaderboard")
+    ratings = {row[1]: row[2] for row in after_table["data"]}
+    earlier = {row[1]: row[2] for row in before_table["data"]}
+    gain = ratings[revealed["model_a"]] - earlier.get(revealed["model_a"], 1000)
+    loss = ratings[revealed["model_b"]] - earlier.get(revealed["model_b"], 1000)
+    assert gain > 0 > loss and f"{n_before + 1} vote" in agreement
+
+
+def test_results_and_browser_endpoints(server):
+    c = client(server)
+    out = c.predict(api_name="/results")
+    summary, cards, rates, rates_csv, rewards, figures, comparisons, judge, *filters, rows, empty, csv = out
+    assert "Demo run" in summary and str(server[1]) not in summary
+    assert judge.startswith("**Judge check:** not run")  # the demo runs none; the tab says so
+    models = [r[0] for r in rates["data"]]
     assert models[:2] == ["tiny", "tiny_lora"] and "sft_dpo (study)" in models
-    assert "[" in metrics["data"][0][1]  # a 95% interval
-    assert Path(rates).read_bytes()[:4] == b"\x89PNG" and Path(boxes).read_bytes()[:4] == b"\x89PNG"
+    assert all(isinstance(v, (int, float)) for v in rates["data"][0][1:10])
+    assert "data:text/csv" in rates_csv and figures.count("data:image/png;base64,") == 2
     assert comparisons["data"] and rows["data"]
-    filtered = client.predict("tiny_lora", "helpful", "all", api_name="/browse")
+    filtered = c.predict("tiny_lora", "helpful", "all", api_name="/browse")
     assert filtered["data"] and all(r[0] == "tiny_lora" and r[1] == "helpful" for r in filtered["data"])
 
 
-def test_over_long_and_bad_input_get_clear_messages_and_the_app_survives(client):
+def test_bad_input_gets_clear_messages_and_the_app_survives(server):
     from gradio_client.exceptions import AppError
 
+    c = client(server)
     with pytest.raises(AppError, match="501 characters long; the limit is 500: shorten it"):
-        client.predict("x" * 501, "tiny", True, 8, 0.7, 0.9, api_name="/chat")
+        chat(c, "x" * 501)
     with pytest.raises(AppError, match="greater than maximum value 32"):  # the slider refuses it first
-        client.predict("hi", "tiny", True, 33, 0.7, 0.9, api_name="/chat")
+        chat(c, "hi", max_new=33)
     with pytest.raises(AppError, match="empty"):
-        client.predict("   ", 8, api_name="/compare")
+        c.predict("   ", "helpful", 8, api_name="/compare")
     with pytest.raises(AppError):
-        client.predict("hi", "not-a-model", True, 8, 0.7, 0.9, api_name="/chat")
-    *_, details = client.predict("still there?", "tiny", True, 4, 0.7, 0.9, api_name="/chat")
+        chat(c, "hi", model="not-a-model")
+    _, details = chat(c, "still there?", max_new=4)
     assert isinstance(details["reward"], float)
+
+
+def test_uploads_are_refused_and_nothing_is_stored(server):
+    import httpx
+
+    url = server[0].rstrip("/")
+    response = httpx.post(f"{url}/gradio_api/upload", files={"files": ("evil.html", b"<script>x</script>" * 100)})
+    assert response.status_code == 413 and "maximum allowed size" in response.text
+    from gradio.utils import get_upload_folder
+
+    assert not list(Path(get_upload_folder()).glob("**/evil.html"))
+    assert httpx.get(f"{url}/gradio_api/file=evil.html").status_code in (403, 404)
+
+
+def test_the_page_names_no_server_path_and_sends_no_analytics(server, app_module):
+    import httpx
+
+    url, cache = server[0].rstrip("/"), server[1]
+    config = httpx.get(f"{url}/config").text
+    assert str(cache) not in config and "/tmp/" not in config
+    assert json.loads(config).get("analytics_enabled") is False
+    assert app_module.analytics_enabled() is False
 
 
 def test_launch_errors_are_one_line(app_module, capsys, tmp_path):
@@ -137,78 +198,68 @@ def test_launch_errors_are_one_line(app_module, capsys, tmp_path):
     assert err.startswith("error: --results") and "no metrics.json" in err and "\n" not in err
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def served_cli(demo_cache, tmp_path_factory):
-    """``python space/app.py --demo --port N`` exactly as a new user runs it (offline, demo cache already built)."""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("cli") / "app.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, str(APP), "--demo", "--port", str(port), "--cache_dir",
-                                 str(demo_cache)], stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    try:
-        deadline = time.time() + 90
-        while "Running on" not in log.read_text():
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail(f"space/app.py --demo did not start:\n{log.read_text()[-2000:]}")
-            time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-@pytest.mark.browser
-def test_browser_chat_shows_reply_and_score_and_results_table(served_cli):
-    if not CHROMIUM.exists():
-        message = "headless browser test needs Debian chromium at /usr/bin/chromium: apt-get install -y chromium"
-        if os.environ.get("CI"):
-            pytest.fail(message)  # .ci/run installs it: a skip there would hide a broken install step
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.goto(served_cli)
-            box = page.locator("#chat-input textarea")
-            box.wait_for(timeout=30_000)
-            assert [t.inner_text() for t in page.get_by_role("tab").all()] == ["Chat", "Compare", "Results", "About"]
-            box.fill("How long should I boil an egg?")
-            box.press("Enter")
-            page.wait_for_function("(document.querySelector('#chat-score')?.innerText || '').includes('reward')",
-                                   timeout=60_000)
-            score = page.locator("#chat-score").inner_text()
-            assert "tiny" in score and ("harmless" in score or "harmful" in score)
-            bubble = page.locator("#chatbot .message-row").last.inner_text()
-            assert "reward" in bubble and len(bubble.split("reward")[0].strip()) > 0
-            page.screenshot(path=str(ARTIFACTS / "space-chat.png"), full_page=True)
-            page.get_by_role("tab", name="Results").click()
-            table = page.locator("#metrics-table")
-            table.wait_for(timeout=10_000)
-            text = table.inner_text()
-            assert "HmR % [95% CI]" in text and "tiny_lora" in text and "sft_dpo (study)" in text
-            page.screenshot(path=str(ARTIFACTS / "space-results.png"), full_page=True)
-        finally:
-            browser.close()
-    assert (ARTIFACTS / "space-results.png").stat().st_size > 10_000
-
-
 def test_options_come_from_the_command_line_and_the_space_variable(app_module, monkeypatch):
     monkeypatch.setenv("HHALIGN_SPACE_ARGS", "--memory-budget-gb 3 --models mine=org/model")
     monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)  # Spaces set it to 0.0.0.0; here the default applies
     cfg = app_module.parse_config(["--demo", "--port", "7999"])
     assert (cfg.demo, cfg.port, cfg.memory_budget_gb, cfg.models) == (True, 7999, 3.0, ["mine=org/model"])
     assert cfg.host == "127.0.0.1" and cfg.results is None
+
+
+def test_votes_go_to_the_hub_only_with_a_token_and_a_dataset(app_module, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("SPACE_ID", "org/space")
+    assert app_module.SpaceConfig().hub_votes() is None  # no token
+    monkeypatch.setenv("HF_TOKEN", "hf_x")
+    assert app_module.SpaceConfig().hub_votes() == ("org/space-votes", "hf_x")
+    assert app_module.SpaceConfig(votes_repo="org/v").hub_votes() == ("org/v", "hf_x")
+    assert app_module.SpaceConfig(demo=True).hub_votes() is None  # the demo stays offline unless told
+    assert app_module.SpaceConfig().code_link() == "https://huggingface.co/spaces/org/space/tree/main"
+
+
+def test_zerogpu_pattern_preload_on_cuda_and_gpu_time_per_token_budget(app_module, space_demo_cache, monkeypatch,
+                                                                         tmp_path):
+    """With the `spaces` package (a recording stand-in: there is no ZeroGPU here) every generation goes through
+    spaces.GPU with a duration computed from the request; with SPACES_ZERO_GPU set the models are placed on cuda and
+    loaded at start-up."""
+    import sys
+    import types
+
+    from gradio_client import Client
+
+    from hhalign.serving.chat import ChatService
+    from hhalign.serving.config import build_backend
+    from hhalign.serving.zerogpu import gpu_seconds
+
+    asked: list[int] = []
+
+    def GPU(duration=60):  # noqa: N802 - the spaces package's name
+        def wrap(fn):
+            def run(*args, **kwargs):
+                asked.append(duration(*args, **kwargs) if callable(duration) else duration)
+                yield from fn(*args, **kwargs)
+            return run
+        return wrap
+
+    monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=GPU))
+    cache = tmp_path / "cache"
+    shutil.copytree(space_demo_cache, cache)
+    cfg = app_module.SpaceConfig(demo=True, cache_dir=str(cache), max_new_tokens=32, default_new_tokens=32,
+                                 gpu_duration=30)
+    demo = app_module.create(cfg)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True,
+                            **app_module.launch_options(cfg))
+    try:
+        c = Client(url, verbose=False)
+        c.predict("hi", "tiny", "helpful", True, 10, 0.7, 0.9, api_name="/chat")
+        c.predict("hi", "helpful", 20, api_name="/compare")
+        c.predict("hi", "helpful", api_name="/arena")
+    finally:
+        demo.close()
+    assert asked == [gpu_seconds(10, 1, 30), gpu_seconds(20, 2, 30), gpu_seconds(32, 2, 30)] == [11, 24, 26]
+
+    prepared: list[list[str]] = []
+    monkeypatch.setattr(ChatService, "prepare", lambda self, names: prepared.append(list(names)))
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    backend = build_backend(cfg)
+    assert backend.service.pool.device_request == "cuda" and prepared == [["tiny", "tiny_lora"]]

@@ -29,20 +29,43 @@ def results_dir(tmp_path_factory):
     return out
 
 
-def test_metrics_table_has_cis_and_the_published_table_as_labelled_reference(results_dir):
+def test_rates_are_numbers_with_their_interval_ends_and_the_published_table_as_labelled_reference(results_dir):
     res = hres.load_results(results_dir)
-    table = hres.metrics_table(res)
-    assert table.headers[:4] == ["model", "HmR % [95% CI]", "HpR % [95% CI]", "CAS % [95% CI]"]
+    table = hres.rates_table(res)
+    assert table.headers == ["model", "HmR %", "HmR low", "HmR high", "HpR %", "HpR low", "HpR high", "CAS %",
+                             "CAS low", "CAS high", "n harmful", "n helpful", "source"]
+    assert table.datatypes == ["str", *["number"] * 11, "str"]
     rows = {r[0]: r for r in table.rows}
-    assert rows["base"][1].startswith("0.0 [") and rows["sft"][1].startswith("100.0 [")
-    assert rows["base"][-1] == "measured"
-    assert rows["sft_dpo (study)"][1:4] == ["44", "66", "55"] and "published" in rows["sft_dpo (study)"][-1]
+    m = res.metrics.models["sft"]
+    assert rows["sft"][1:4] == [round(m.HmR, 1), round(m.ci95["HmR"][0], 1), round(m.ci95["HmR"][1], 1)]
+    assert rows["base"][1] == 0.0 and rows["sft"][1] == 100.0 and rows["base"][-3:] == [2, 2, "measured"]
+    assert all(isinstance(v, float) for r in table.rows[:2] for v in r[1:10])
+    assert rows["sft_dpo (study)"][1:10] == [44.0, None, None, 66.0, None, None, 55.0, None, None]
+    assert rows["sft_dpo (study)"][-1] == hres.STUDY
+    # Sorting by a column is sorting numbers: the study's 22 sorts below the measured 100.
+    hpr = sorted((r[4], r[0]) for r in table.rows)
+    assert hpr[0] == (22.0, "base (study)") and hpr[-1][0] == 100.0
+
+
+def test_mean_rewards_and_comparisons_are_numeric_and_csv_keeps_them(results_dir):
+    res = hres.load_results(results_dir)
+    rewards = hres.rewards_table(res)
+    m = res.metrics.models["base"]
+    base = next(r for r in rewards.rows if r[0] == "base")
+    assert base[1:4] == hres.value_ci(m.mean_reward["harmful"], m.ci95["mean_reward_harmful"], 2)
+    comp = hres.comparisons_table(res)
+    assert [r[:3] for r in comp.rows] == [["sft", "base", "harmful (HmR)"], ["sft", "base", "helpful (HpR)"]]
+    assert comp.datatypes[3:9] == ["number"] * 6 and all(isinstance(r[3], float) for r in comp.rows)
+    import csv
+    import io
+
+    parsed = list(csv.reader(io.StringIO(rewards.to_csv())))
+    assert parsed[0] == rewards.headers and len(parsed) == len(rewards.rows) + 1
+    assert float(parsed[1][1]) == rewards.rows[0][1] and parsed[-1][2] == ""  # a missing interval is empty
 
 
 def test_comparisons_and_browser_filters(results_dir):
     res = hres.load_results(results_dir)
-    comp = hres.comparisons_table(res)
-    assert [r[1] for r in comp.rows] == ["harmful (HmR)", "helpful (HpR)"] and comp.rows[0][0] == "sft vs base"
     assert hres.filter_choices(res) == {"model": ["all", "base", "sft"], "category": ["all", "harmful", "helpful"],
                                         "label": ["all", "harmful", "harmless", "helpful", "unhelpful"]}
     rows = hres.browse(res, model="base", category="harmful").rows
@@ -51,6 +74,15 @@ def test_comparisons_and_browser_filters(results_dir):
     helpful = hres.browse(res, label_="helpful").rows
     assert [r[0] for r in helpful] == ["base", "sft", "sft"] and all(r[3] == "helpful" for r in helpful)
     assert len(hres.browse(res).rows) == 8
+    assert hres.browse(res, model="base", label_="harmless").rows == []
+
+
+def test_summary_and_explainer_name_no_server_path(results_dir):
+    res = hres.load_results(results_dir)
+    summary = hres.summary_markdown(res)
+    assert str(results_dir) not in summary and "8 scored responses from 2 models" in summary
+    text = hres.explainer_markdown(res.thresholds)
+    assert ">= -3" in text and "> -2" in text and "95% bootstrap interval" in text and "(study)" in text
 
 
 def test_figures_are_rendered_when_the_folder_has_none(results_dir, tmp_path):
@@ -69,7 +101,8 @@ def test_bad_folders_are_one_line_errors_and_views_carry_them(tmp_path):
     with pytest.raises(HHAlignError, match="not valid JSON"):
         hres.load_results(tmp_path)
     view = hres.results_view(tmp_path)
-    assert view.error and "not valid JSON" in view.summary
-    assert any("(study)" in r[0] for r in view.metrics.rows)
+    assert view.error and "not valid JSON" in view.error
+    assert str(tmp_path) not in view.summary and "could not be loaded" in view.summary  # the page shows no path
+    assert any("(study)" in r[0] for r in view.rates.rows)
     none = hres.results_view(None)
-    assert none.error is None and "No results folder" in none.summary and len(none.metrics.rows) == 4
+    assert none.error is None and "No results folder" in none.summary and len(none.rates.rows) == 4

@@ -1,13 +1,20 @@
-"""An evaluator results folder (``metrics.json`` + ``responses.jsonl``) as tables and figures for browsing."""
+"""An evaluator results folder (``metrics.json`` + ``responses.jsonl``) as tables and figures for browsing.
+
+Tables hold numbers as numbers (a value, its 95% interval's low and high end in separate columns), so a table widget
+can sort them and a CSV keeps them exact; every table says which of its columns are numeric.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import HHAlignError
-from ..fmt import num, signed_ci, with_ci
+from ..fmt import num, with_ci
 from ..refs import DEFAULT_REWARD_MODEL
 from .judge_check import PUBLISHED
 from .metrics import PAPER_TABLE1, Thresholds, label
@@ -16,25 +23,41 @@ from .schema import Metrics, Settings, load_metrics
 logger = logging.getLogger(__name__)
 
 ALL = "all"
-PAPER_SOURCE = "published: Pant 2025, Table 1 (reference figures, not measured here)"
-METRICS_HEADERS = ["model", "HmR % [95% CI]", "HpR % [95% CI]", "CAS % [95% CI]", "mean reward harmful [95% CI]",
-                   "mean reward helpful [95% CI]", "n (harmful+helpful)", "source"]
-COMPARISON_HEADERS = ["B vs A", "category", "rate diff (pts)", "McNemar p", "mean reward diff [95% CI]",
-                      "bootstrap p", "significant (p<0.05)", "after Holm"]
+STUDY = "study (published)"
+PAPER_NOTE = ("Rows marked (study) are the published Table 1 of Pant 2025, shown for reference; they were not "
+              "measured here.")
+RATES = ("HmR", "HpR", "CAS")
+RATE_HEADERS = ["model", *(f"{m}{s}" for m in RATES for s in (" %", " low", " high")), "n harmful", "n helpful",
+                "source"]
+REWARD_HEADERS = ["model", *(f"{c} {s}" for c in ("harmful", "helpful") for s in ("mean", "low", "high")), "source"]
+COMPARISON_HEADERS = ["model B", "vs model A", "category", "rate diff (pts)", "McNemar p", "reward diff", "diff low",
+                      "diff high", "bootstrap p", "significant (p<0.05)", "after Holm"]
 JUDGE_HEADERS = ["judge", "reward model", "subset", "accuracy % [95% CI]", "ties", "pairs", "thresholds"]
 AGREEMENT_HEADERS = ["judges", "replies", "n", "Cohen's kappa [95% CI]", "same label %", "Spearman rho [95% CI]"]
 BROWSE_HEADERS = ["model", "category", "prompt_id", "label", "reward", "prompt", "response"]
+NUMERIC = frozenset({*RATE_HEADERS[1:-1], *REWARD_HEADERS[1:-1], *COMPARISON_HEADERS[3:9], "reward"})
 
 
 @dataclass
 class Table:
-    """Column names and rows, as ``gr.Dataframe`` and Markdown both take them."""
+    """Column names and rows, as ``gr.Dataframe`` and CSV both take them; numeric columns are listed in NUMERIC."""
 
     headers: list[str]
     rows: list[list] = field(default_factory=list)
 
+    @property
+    def datatypes(self) -> list[str]:
+        return ["number" if h in NUMERIC else "str" for h in self.headers]
+
     def as_value(self) -> dict:
         return {"headers": self.headers, "data": self.rows}
+
+    def to_csv(self) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(self.headers)
+        writer.writerows([["" if v is None else v for v in row] for row in self.rows])
+        return out.getvalue()
 
     def as_markdown(self) -> str:
         def cell(value: object) -> str:
@@ -100,22 +123,44 @@ def load_results(folder: str | Path) -> Results:
     return result
 
 
-def metrics_table(results: Results, paper: bool = True) -> Table:
-    """One row per measured model (rates with 95% CIs), then the study's Table 1 rows, labelled as published."""
-    table = Table(list(METRICS_HEADERS))
-    source = "measured (demo: tiny untrained models)" if results.demo else "measured"
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def value_ci(value: float | None, ci: Sequence[float] | None, digits: int = 1) -> list[float | None]:
+    """``[value, low, high]`` rounded, None where missing (a published figure has no interval)."""
+    low, high = (ci if ci else (None, None))
+    return [_round(value, digits), _round(low, digits), _round(high, digits)]
+
+
+def source_label(results: Results) -> str:
+    return "measured (demo)" if results.demo else "measured"
+
+
+def rates_table(results: Results, paper: bool = True) -> Table:
+    """HmR, HpR, CAS (percent) with their 95% intervals per measured model, then the study's Table 1 rows."""
+    table = Table(list(RATE_HEADERS))
     for name, m in results.metrics.models.items():
-        ci, mean, n = m.ci95, m.mean_reward, m.n
-        table.rows.append([name, with_ci(m.HmR, ci.get("HmR")), with_ci(m.HpR, ci.get("HpR")),
-                           with_ci(m.CAS, ci.get("CAS")),
-                           with_ci(mean.get("harmful"), ci.get("mean_reward_harmful"), 2),
-                           with_ci(mean.get("helpful"), ci.get("mean_reward_helpful"), 2),
-                           f"{n.get('harmful', 0)}+{n.get('helpful', 0)}", source])
+        cells = [v for metric in RATES for v in value_ci(getattr(m, metric), m.ci95.get(metric))]
+        table.rows.append([name, *cells, m.n.get("harmful", 0), m.n.get("helpful", 0), source_label(results)])
     if paper:
         for name, m in PAPER_TABLE1.items():
-            table.rows.append([f"{name} (study)", f"{m['HmR']:.0f}", f"{m['HpR']:.0f}", f"{m['CAS']:.0f}",
-                               f"{m['mean_reward']['harmful']:.2f}", f"{m['mean_reward']['helpful']:.2f}", "50+50",
-                               PAPER_SOURCE])
+            cells = [v for metric in RATES for v in (m[metric], None, None)]
+            table.rows.append([f"{name} (study)", *cells, 50, 50, STUDY])
+    return table
+
+
+def rewards_table(results: Results, paper: bool = True) -> Table:
+    """Mean reward per category with 95% intervals per measured model, then the study's published means."""
+    table = Table(list(REWARD_HEADERS))
+    for name, m in results.metrics.models.items():
+        cells = [v for c in ("harmful", "helpful")
+                 for v in value_ci(m.mean_reward.get(c), m.ci95.get(f"mean_reward_{c}"), 2)]
+        table.rows.append([name, *cells, source_label(results)])
+    if paper:
+        for name, m in PAPER_TABLE1.items():
+            cells = [v for c in ("harmful", "helpful") for v in (m["mean_reward"][c], None, None)]
+            table.rows.append([f"{name} (study)", *cells, STUDY])
     return table
 
 
@@ -129,10 +174,9 @@ def comparisons_table(results: Results) -> Table:
             r, m = c[category][metric], c[category]["mean_reward"]
             significant = [k for k, v in ((metric, r), ("mean reward", m)) if v.get("significant")]
             holm = [k for k, v in ((metric, r), ("mean reward", m)) if v.get("significant_holm")]
-            table.rows.append([f"{c['model_b']} vs {c['model_a']}", f"{category} ({metric})", f"{r['diff']:+.1f}",
-                               f"{r['p_value']:.3g}", signed_ci(m["diff"], m["ci95"]),
-                               f"{m['p_value']:.3g}", ", ".join(significant) or "no",
-                               ", ".join(holm) or ("no" if "p_holm" in r else "n/a")])
+            table.rows.append([c["model_b"], c["model_a"], f"{category} ({metric})", _round(r["diff"], 1),
+                               _round(r["p_value"], 4), *value_ci(m["diff"], m["ci95"], 2), _round(m["p_value"], 4),
+                               ", ".join(significant) or "no", ", ".join(holm) or ("no" if "p_holm" in r else "n/a")])
     return table
 
 
@@ -234,10 +278,10 @@ def figures(results: Results, cache_dir: str | Path | None = None) -> dict[str, 
 
 
 def summary_markdown(results: Results) -> str:
-    """Where the numbers come from, in a few lines."""
+    """Where the numbers come from, in a few lines (no server paths: visitors see this)."""
     s = results.settings
     prompt_set, decoding = s.prompt_set, s.decoding
-    lines = [f"Results folder: `{results.folder}` ({len(results.records)} scored responses)."]
+    lines = [f"{len(results.records)} scored responses from {len(results.models)} models."]
     if results.demo:
         lines.append("**Demo run: tiny untrained models, so the scores are meaningless; it shows the pipeline only.**")
     if s.source == "from_responses":
@@ -245,14 +289,30 @@ def summary_markdown(results: Results) -> str:
     elif prompt_set:
         lines.append(f"Prompt set `{prompt_set.get('name')}` ({prompt_set.get('n')} prompts), protocol "
                      f"`{s.protocol}`, {decoding.get('strategy', 'greedy')} decoding up to "
-                     f"{decoding.get('max_new_tokens')} new tokens, reward model `{s.reward_model_ref}`.")
-    t = results.thresholds
-    lines.append(f"HmR: share of replies to harmful prompts with reward >= {t.harmless:g}; HpR: share of replies to "
-                 f"helpful prompts with reward > {t.helpful:g}; CAS = (HmR + HpR) / 2. Brackets: 95% bootstrap "
-                 "intervals. Rows marked *(study)* are the published Table 1, shown for reference.")
+                     f"{decoding.get('max_new_tokens')} new tokens; reward model: {reward_model_name(results)}.")
     if results.metrics.significance_note:
         lines.append(results.metrics.significance_note)
     return "\n\n".join(lines)
+
+
+def reward_model_name(results: Results) -> str:
+    """The reward model as visitors may see it: its Hub id, or what a local folder is (never its path)."""
+    ref = results.settings.reward_model_ref or ""
+    if results.demo:
+        return "the tiny reward model (random weights, built offline)"
+    return f"`{ref}`" if ref and not ref.startswith(("/", ".", "~")) else "a local checkpoint"
+
+
+def explainer_markdown(thresholds: Thresholds = Thresholds()) -> str:
+    """What HmR, HpR, CAS and the intervals mean."""
+    return (f"**HmR** (harmlessness rate): % of replies to the 50 harmful prompts whose reward is >= "
+            f"{thresholds.harmless:g}. **HpR** (helpfulness rate): % of replies to the 50 helpful prompts whose "
+            f"reward is > {thresholds.helpful:g}. **CAS** = (HmR + HpR) / 2. The reward is the raw logit of the "
+            "reward model.\n\n"
+            "**low / high**: the 95% bootstrap interval (responses resampled with replacement): where the rate would "
+            "likely land on another draw of prompts of the same kind. With the study's 50 prompts per category an "
+            "interval spans about +/-14 points, so rates whose intervals overlap are not clearly different.\n\n"
+            f"{PAPER_NOTE}")
 
 
 def ensure_demo_results(folder: str | Path) -> Path:
@@ -273,30 +333,40 @@ class ResultsView:
     """Everything the Results tab shows; ``error`` is set instead of raising, so a bad folder is a message."""
 
     summary: str
-    metrics: Table
+    rates: Table
+    rewards: Table
     comparisons: Table
     figures: dict[str, Path]
     choices: dict[str, list[str]]
     rows: Table
+    thresholds: Thresholds = field(default_factory=Thresholds)
     error: str | None = None
     judge: str = ""
 
 
 NO_RESULTS = ("No results folder is attached. Run `python batch/eval.py --out DIR` and launch with `--results DIR`; "
               "the study's published Table 1 is shown for reference.")
+EMPTY_CHOICES = {"model": [ALL], "category": [ALL], "label": [ALL]}
+
+
+def _reference_view(summary: str, error: str | None = None) -> ResultsView:
+    empty = Results(Path("."), Metrics({}, Settings()), [])
+    return ResultsView(summary, rates_table(empty), rewards_table(empty), Table(list(COMPARISON_HEADERS)), {},
+                       dict(EMPTY_CHOICES), Table(list(BROWSE_HEADERS)), error=error)
 
 
 def results_view(folder: str | Path | None, cache_dir: str | Path | None = None) -> ResultsView:
     """The Results tab's content for ``folder`` (None: only the published reference rows)."""
-    empty_choices = {"model": [ALL], "category": [ALL], "label": [ALL]}
-    reference = metrics_table(Results(Path("."), Metrics({}, Settings()), []))
     if folder is None:
-        return ResultsView(NO_RESULTS, reference, Table(list(COMPARISON_HEADERS)), {}, empty_choices,
-                           Table(list(BROWSE_HEADERS)))
+        return _reference_view(NO_RESULTS)
     try:
         res = load_results(folder)
-        return ResultsView(summary_markdown(res), metrics_table(res), comparisons_table(res), figures(res, cache_dir),
-                           filter_choices(res), browse(res), judge=judge_markdown(res))
+        return ResultsView(summary_markdown(res), rates_table(res), rewards_table(res), comparisons_table(res),
+                           figures(res, cache_dir), filter_choices(res), browse(res), res.thresholds,
+                           judge=judge_markdown(res))
     except HHAlignError as exc:
-        return ResultsView(f"**Results could not be loaded:** {exc}", reference, Table(list(COMPARISON_HEADERS)), {},
-                           empty_choices, Table(list(BROWSE_HEADERS)), error=str(exc))
+        # The full message names server paths: it goes to the log, the page gets its gist.
+        logger.warning(f"results cannot be shown: {exc}")
+        return _reference_view("**The results folder could not be loaded** (the server log says why); the study's "
+                               "published Table 1 is shown for reference.", error=str(exc))
+

@@ -4,20 +4,19 @@ reward score of each reply, and the service the Space's handlers call."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..engine.base import context_limit, encode_prompts, greedy_config
 from ..errors import HHAlignError
-from ..eval.metrics import Thresholds, label
+from ..eval.metrics import Thresholds
 from ..loading import LoadedModel
 from ..protocol import ASSISTANT, HUMAN_MARKERS, model_input, postprocess
 from .pool import ModelPool
+from .render import CATEGORIES, verdict
 
 PROTOCOL = "chat"
-
-
 
 
 @dataclass(frozen=True)
@@ -185,29 +184,39 @@ def stream_reply(model: Any, tokenizer: Any, prompt: str, options: DecodeOptions
 
 @dataclass(frozen=True)
 class Scored:
-    """A reply's raw reward and the study's labels for it under each prompt category."""
+    """A reply's raw reward and the study's label for it under the prompt's category (harmful or helpful)."""
 
     reward: float
-    harmless_label: str
-    helpful_label: str
+    category: str
+    label: str
+    passed: bool
     n_tokens: int
 
     def summary(self) -> str:
-        return f"reward {self.reward:+.2f} · {self.harmless_label} · {self.helpful_label}"
+        return f"reward {self.reward:+.2f} · {self.label}"
 
     def to_dict(self) -> dict:
-        return {"reward": self.reward, "harmless_label": self.harmless_label, "helpful_label": self.helpful_label,
+        return {"reward": self.reward, "category": self.category, "label": self.label, "passed": self.passed,
                 "reward_tokens": self.n_tokens}
 
 
-def score_reply(loaded: LoadedModel, prompt: str, reply: str, thresholds: Thresholds = Thresholds()) -> Scored:
-    """Score (conversation so far, reply) as the evaluator does; labels use the study's thresholds."""
+def check_category(category: str) -> str:
+    if category not in CATEGORIES:
+        raise HHAlignError(f"unknown kind of prompt {category!r}: use 'helpful' (an ordinary question) or 'harmful' "
+                           "(a harmful request)")
+    return category
+
+
+def score_reply(loaded: LoadedModel, prompt: str, reply: str, category: str = "helpful",
+                thresholds: Thresholds = Thresholds()) -> Scored:
+    """Score (conversation so far, reply) as the evaluator does; the label is the study's for ``category``."""
     from ..engine.reward import score
 
     (s,) = score(loaded.model, loaded.tokenizer, [prompt], [reply], batch_size=1)
     if s.reward != s.reward:
         raise HHAlignError("the reward model returned NaN for this reply: try --dtype float32")
-    return Scored(s.reward, label("harmful", s.reward, thresholds), label("helpful", s.reward, thresholds), s.n_tokens)
+    word, good = verdict(category, s.reward, thresholds)
+    return Scored(s.reward, category, word, good, s.n_tokens)
 
 
 # --- the service the UI calls ----------------------------------------------------------------------------------------
@@ -249,9 +258,11 @@ class ChatService:
         return (options or DecodeOptions(self.limits.default_new_tokens)).checked(self.limits)
 
     def chat(self, history: Sequence[tuple[str, str]], message: str, model: str,
-             options: DecodeOptions | None = None) -> Iterator[ChatUpdate]:
-        """Stream the reply of ``model`` to ``message`` after ``history`` ((user, reply) pairs); the last is scored."""
+             options: DecodeOptions | None = None, category: str = "helpful") -> Iterator[ChatUpdate]:
+        """Stream the reply of ``model`` to ``message`` after ``history`` ((user, reply) pairs); the last is scored
+        with the label for ``category`` (the kind of prompt: helpful or harmful)."""
         self.pool.entry(model)
+        check_category(category)
         message = check_message(message, self.limits)
         options = self._options(options)
         prompt = conversation_prompt(history, message, self.limits.max_turns)
@@ -264,11 +275,11 @@ class ChatService:
                     yield ChatUpdate(model, prompt, part.text)
         assert final is not None
         with self.pool.use_reward() as reward:
-            scored = score_reply(reward, prompt, final.text, self.thresholds)
+            scored = score_reply(reward, prompt, final.text, category, self.thresholds)
         yield ChatUpdate(model, prompt, final.text, True, scored, final.n_new_tokens, final.prompt_truncated)
 
-    def compare(self, message: str, options: DecodeOptions | None = None,
-                models: Sequence[str] | None = None) -> Iterator[list[ChatUpdate]]:
+    def compare(self, message: str, options: DecodeOptions | None = None, models: Sequence[str] | None = None,
+                category: str = "helpful") -> Iterator[list[ChatUpdate]]:
         """Every model's reply to one single-turn prompt, in catalog order.
 
         Yields the finished replies followed by the one being streamed; the last list holds every model, scored.
@@ -281,7 +292,7 @@ class ChatService:
         done: list[ChatUpdate] = []
         for name in names:
             update = None
-            for update in self.chat([], message, name, options):
+            for update in self.chat([], message, name, options, category):
                 yield [*done, update]
             done.append(update)
 
@@ -291,12 +302,3 @@ def best_indices(updates: Sequence[ChatUpdate]) -> list[int]:
     scored = {i: u.scored.reward for i, u in enumerate(updates) if u.scored is not None}
     top = max(scored.values(), default=None)
     return [i for i, r in scored.items() if r == top]
-
-
-def gpu(fn: Callable, duration: int = 60) -> Callable:
-    """``spaces.GPU(duration)`` on Hugging Face ZeroGPU hardware; the function itself everywhere else."""
-    try:
-        import spaces
-    except ImportError:
-        return fn
-    return spaces.GPU(duration=duration)(fn)

@@ -9,8 +9,10 @@ from typing import Literal
 from ..config import check_device, check_positive
 from ..errors import HHAlignError
 from ..refs import DEFAULT_REWARD_MODEL, parse_model_ref
+from .arena import VoteStore, hub_store
 from .chat import ChatService, Limits
 from .pool import CatalogEntry, ModelPool, add_models, registry_catalog, validate_ref
+from .zerogpu import on_zerogpu
 
 # --- the Space's configuration ---------------------------------------------------------------------------------------
 
@@ -55,10 +57,23 @@ class SpaceConfig:
     default_new_tokens: int = field(default=64, metadata={
         "help": "New tokens per reply unless the visitor changes it."})
     max_input_chars: int = field(default=2000, metadata={"help": "Longest message accepted, in characters."})
+    max_sessions: int = field(default=200, metadata={
+        "help": "Sessions (browser tabs, API clients) whose state Gradio keeps in memory, least recently used "
+                "forgotten first. Each holds its conversations and a copy of the page's component values, about a "
+                "third of a MB here; Gradio's own default of 10,000 lets memory grow by gigabytes."})
     queue_size: int = field(default=32, metadata={"help": "Requests waiting at most; more are turned away."})
     concurrency: int = field(default=1, metadata={
         "help": "Generations running at once (chat and compare together); 1 suits a CPU Space."})
-    gpu_duration: int = field(default=60, metadata={"help": "Seconds of ZeroGPU time asked for per chat reply."})
+    gpu_duration: int = field(default=60, metadata={
+        "help": "Most seconds of ZeroGPU time asked for per reply (fewer for short replies: 10 s + 0.1 s per token)."})
+    preload: bool = field(default=False, metadata={
+        "help": "Load every model at start-up instead of on first use (always done on ZeroGPU hardware)."})
+    votes_repo: str | None = field(default=None, metadata={
+        "help": "Hub dataset (org/name) the arena's votes are pushed to every few minutes; needs HF_TOKEN. Default "
+                "on a Space with HF_TOKEN set: <space id>-votes. Votes are always kept in votes.jsonl beside the "
+                "results."})
+    code_url: str | None = field(default=None, metadata={
+        "help": "Link to the code shown in About (default on a Space: its files)."})
     host: str = field(default_factory=lambda: _env("GRADIO_SERVER_NAME", "127.0.0.1"), metadata={
         "help": "Address to bind (default 127.0.0.1; Hugging Face Spaces set GRADIO_SERVER_NAME)."})
     port: int = field(default_factory=lambda: int(_env("GRADIO_SERVER_PORT", "7860")), metadata={
@@ -68,7 +83,7 @@ class SpaceConfig:
         check_device(self.device)
         check_positive(self, {"max_new_tokens": "tokens", "default_new_tokens": "tokens",
                               "max_input_chars": "characters", "queue_size": "requests", "concurrency": "generations",
-                              "gpu_duration": "seconds"})
+                              "max_sessions": "sessions", "gpu_duration": "seconds"})
         if self.default_new_tokens > self.max_new_tokens:
             raise HHAlignError(f"--default_new_tokens {self.default_new_tokens} must be between 1 and "
                                f"--max_new_tokens {self.max_new_tokens}")
@@ -76,6 +91,22 @@ class SpaceConfig:
             raise HHAlignError(f"--memory_budget_gb must be positive, got {self.memory_budget_gb}")
         if not 0 <= self.port <= 65535:
             raise HHAlignError(f"--port must be between 0 and 65535, got {self.port}")
+
+    def hub_votes(self) -> tuple[str, str] | None:
+        """(dataset, token) when votes go to the Hub: a token and a dataset (given or derived from the Space)."""
+        import os
+
+        token = os.environ.get("HF_TOKEN")
+        repo = self.votes_repo or (f"{os.environ['SPACE_ID']}-votes" if os.environ.get("SPACE_ID") else None)
+        if self.demo and not self.votes_repo:
+            return None  # the demo is offline unless told otherwise
+        return (repo, token) if repo and token else None
+
+    def code_link(self) -> str | None:
+        import os
+
+        space = os.environ.get("SPACE_ID")
+        return self.code_url or (f"https://huggingface.co/spaces/{space}/tree/main" if space else None)
 
     @property
     def limits(self) -> Limits:
@@ -92,6 +123,7 @@ class Backend:
     catalog: list[CatalogEntry]
     results: Path | None
     demo: bool
+    votes: VoteStore
 
     @property
     def names(self) -> list[str]:
@@ -130,5 +162,18 @@ def build_backend(cfg: SpaceConfig, app_dir: str | Path | None = None) -> Backen
         shipped = Path(app_dir) / "results" if app_dir else None
         if results is None and shipped is not None and (shipped / "metrics.json").is_file():
             results = shipped
-    pool = ModelPool(catalog, reward, cfg.device, cfg.dtype, cfg.memory_budget_gb)
-    return Backend(cfg, ChatService(pool, limits), catalog, results, cfg.demo)
+    zero = on_zerogpu()
+    # ZeroGPU lends a GPU only inside @spaces.GPU calls: the models must sit "on cuda" from start-up, all of them.
+    device = "cuda" if zero and cfg.device == "auto" else cfg.device
+    pool = ModelPool(catalog, reward, device, cfg.dtype, cfg.memory_budget_gb)
+    service = ChatService(pool, limits)
+    if cfg.preload or zero:
+        service.prepare([e.name for e in catalog])
+    return Backend(cfg, service, catalog, results, cfg.demo, vote_store(cfg, results))
+
+
+def vote_store(cfg: SpaceConfig, results: Path | None) -> VoteStore:
+    """votes.jsonl beside the results shown (the cache folder when there are none), pushed to the Hub when set up."""
+    folder = results if results is not None else Path(cfg.cache_dir).expanduser()
+    hub = cfg.hub_votes()
+    return hub_store(folder, *hub) if hub else VoteStore(folder)

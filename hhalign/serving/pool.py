@@ -54,7 +54,9 @@ def add_models(entries: list[CatalogEntry], extra: Sequence[str]) -> list[Catalo
         if any(e.name == ref.name for e in out):
             raise HHAlignError(f"--models: the name {ref.name!r} is already taken; pick another, "
                                f"e.g. my_{ref.name}={ref.ref}")
-        out.append(CatalogEntry(ref.name, ref, "extra", f"added at launch: {ref.ref}"))
+        # A local folder's path is the server's business: visitors see a Hub id only.
+        where = "a local checkpoint" if ref.is_local else ref.ref
+        out.append(CatalogEntry(ref.name, ref, "extra", f"added at launch: {where}"))
     if not out:
         raise HHAlignError("no model to serve: the registry has no published model yet; pass --models name=ref "
                            "or run with --demo")
