@@ -63,21 +63,20 @@ def check_values(args: trl.SFTConfig | trl.DPOConfig) -> None:
         raise bad("beta", "a positive number (e.g. 0.1)")
 
 
+class _Checked:
+    """What hhalign adds to TRL's configs: the precision fallback, then hhalign's checks of TRL's values."""
+
+    def __post_init__(self) -> None:
+        self.hhalign_precision_note = precision_fallback(self)
+        super().__post_init__()
+        check_values(self)
+
+
 @dataclass
-class SFTConfig(trl.SFTConfig):
+class SFTConfig(_Checked, trl.SFTConfig):
     """TRL's SFTConfig; bf16/fp16 without a capable GPU fall back to float32 (see ``hhalign_precision_note``)."""
 
-    def __post_init__(self) -> None:
-        self.hhalign_precision_note = precision_fallback(self)
-        super().__post_init__()
-        check_values(self)
-
 
 @dataclass
-class DPOConfig(trl.DPOConfig):
+class DPOConfig(_Checked, trl.DPOConfig):
     """TRL's DPOConfig; bf16/fp16 without a capable GPU fall back to float32 (see ``hhalign_precision_note``)."""
-
-    def __post_init__(self) -> None:
-        self.hhalign_precision_note = precision_fallback(self)
-        super().__post_init__()
-        check_values(self)
