@@ -17,38 +17,35 @@ from typing import Any
 
 __version__ = "0.2.0"
 
-# public name -> module that defines it
-_EXPORTS = {
-    "HHAlignError": "errors",
-    # data and protocol
-    "CATEGORIES": "data", "DEFAULT_DATASET": "data", "EvalPrompt": "data", "PreferencePair": "data",
-    "build_prompt_set": "data", "limit_prompts": "data", "load_hh": "data", "load_prompts_file": "data",
-    "paper_prompts": "data", "preference_pair": "data", "preference_pairs": "data",
-    "Turn": "protocol", "paper_prompt": "protocol", "parse_turns": "protocol", "model_input": "protocol",
-    "postprocess": "protocol",
-    # models
-    "DEFAULT_REWARD_MODEL": "refs", "ModelRef": "refs", "parse_model_ref": "refs", "parse_model_refs": "refs",
-    "LoadedModel": "loading", "load_policy": "loading", "load_reward_model": "loading",
-    # engines
-    "Generation": "engine", "Generator": "engine", "generate": "engine", "get_generator": "engine",
-    "register_generator": "engine", "Score": "engine.reward", "score": "engine.reward",
-    # evaluation
-    "EvalConfig": "eval.config", "run_eval": "eval.run", "HARMLESS_THRESHOLD": "eval.metrics",
-    "HELPFUL_THRESHOLD": "eval.metrics", "PAPER_TABLE1": "eval.metrics", "Thresholds": "eval.metrics",
-    "compare_models": "eval.metrics", "label": "eval.metrics", "mcnemar_exact": "eval.metrics",
-    "model_metrics": "eval.metrics", "paired_bootstrap": "eval.metrics", "summarize": "eval.metrics",
-    "threshold_sweep": "eval.metrics", "load_records": "eval.records", "load_results": "eval.results",
-    "results_view": "eval.results",
-    # training and publishing
-    "PipelineConfig": "training.pipeline", "run_pipeline": "training.pipeline", "run_training": "training.run",
-    "build_training_data": "training.data", "build_card": "publish.card", "push_checkpoint": "publish.hub",
-    "RegistryEntry": "publish.registry", "load_registry": "publish.registry", "published_models": "publish.registry",
-    # serving
-    "ChatService": "serving.chat", "DecodeOptions": "serving.chat", "Limits": "serving.chat",
-    "ModelPool": "serving.pool", "SpaceConfig": "serving.config", "build_backend": "serving.config",
-    # tiny models
-    "TinyModels": "testing.tiny", "build_tiny": "testing.tiny", "build_tiny_adapter": "testing.tiny",
+# module -> the public names it defines (loaded on first use)
+_MODULES = {
+    "errors": "HHAlignError",
+    "data": "CATEGORIES DEFAULT_DATASET EvalPrompt PreferencePair build_prompt_set limit_prompts load_hh "
+            "load_prompts_file paper_prompts preference_pair preference_pairs",
+    "protocol": "Turn paper_prompt parse_turns model_input postprocess",
+    "refs": "DEFAULT_REWARD_MODEL ModelRef parse_model_ref parse_model_refs",
+    "loading": "LoadedModel load_policy load_reward_model",
+    "engine": "Generation Generator generate get_generator register_generator",
+    "engine.reward": "Score score",
+    "eval.config": "EvalConfig",
+    "eval.run": "run_eval",
+    "eval.metrics": "HARMLESS_THRESHOLD HELPFUL_THRESHOLD PAPER_TABLE1 Thresholds compare_models label mcnemar_exact "
+                    "model_metrics paired_bootstrap summarize threshold_sweep",
+    "eval.records": "load_records",
+    "eval.results": "load_results results_view",
+    "eval.schema": "Metrics load_metrics",
+    "training.pipeline": "PipelineConfig run_pipeline",
+    "training.run": "run_training",
+    "training.data": "build_training_data",
+    "publish.card": "build_card",
+    "publish.hub": "push_checkpoint",
+    "publish.registry": "RegistryEntry load_registry published_models",
+    "serving.chat": "ChatService DecodeOptions Limits",
+    "serving.pool": "ModelPool",
+    "serving.config": "SpaceConfig build_backend",
+    "testing.tiny": "TinyModels build_tiny build_tiny_adapter",
 }
+_EXPORTS = {name: module for module, names in _MODULES.items() for name in names.split()}
 _RENAMED = {"run_eval": "run"}
 
 __all__ = sorted(_EXPORTS)

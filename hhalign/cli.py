@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import HHAlignError
-from .secrets import redact_argv
+from .secrets import redact_argv, redact_text
 
 logger = logging.getLogger("hhalign")
 _COMMAND: contextvars.ContextVar[str | None] = contextvars.ContextVar("hhalign_command", default=None)
@@ -72,7 +72,7 @@ def configure_logging(level: str = "info") -> None:
 
     class Format(logging.Formatter):
         def format(self, record: logging.LogRecord) -> str:
-            text = super().format(record)
+            text = redact_text(super().format(record))  # a token that slipped into a message is not shown
             return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
 
     handler = logging.StreamHandler(sys.stderr)
@@ -95,7 +95,9 @@ def run(main: Callable[..., Any], types: Sequence[type] | Callable[[], Sequence[
 
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = prog or (sys.argv[0] if sys.argv else "hhalign")
-    token = _COMMAND.set(shlex.join(redact_argv([prog, *argv])))
+    # "hhalign eval" is two words of the command, not one quoted name.
+    words = prog.split(" ") if prog.startswith("hhalign ") else [prog]
+    token = _COMMAND.set(shlex.join(redact_argv([*words, *argv])))
     try:
         parser = Parser(types() if callable(types) else types, prog=prog, description=description, aliases=aliases)
         instances = parser.parse(argv)
@@ -103,17 +105,21 @@ def run(main: Callable[..., Any], types: Sequence[type] | Callable[[], Sequence[
         set_threads(parser.common["threads"])
         main(*instances)
     except HHAlignError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted: work finished so far is kept; run the same command again to resume", file=sys.stderr)
         return 130
     except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = f" writing {exc.filename!r}" if exc.filename else ""
+            print(f"error: the disk is full{where}: free space and run the same command again; finished work is kept",
+                  file=sys.stderr)
+        elif exc.filename:  # the machine refused a path (permissions, read-only disk, a file where a folder should be)
+            print(f"error: cannot use {exc.filename!r} ({exc.strerror}): check the path and its permissions",
+                  file=sys.stderr)
+        else:
             raise
-        where = f" writing {exc.filename!r}" if exc.filename else ""
-        print(f"error: the disk is full{where}: free space and run the same command again; finished work is kept",
-              file=sys.stderr)
         return 2
     finally:
         _COMMAND.reset(token)

@@ -11,6 +11,8 @@ import dataclasses
 import difflib
 import json
 import os
+import re
+import shlex
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -44,13 +46,14 @@ def recipe_names() -> list[str]:
     return sorted(names)
 
 
-def find_config(name: str) -> Path:
-    """``--config`` as a path: an existing file, else a shipped recipe name (``paper/sft``, ``paper/sft.yaml``)."""
+def find_config(name: str, option: str = "--config") -> Path:
+    """``--config`` (or another ``option`` naming a recipe) as a path: an existing file, else a shipped recipe name
+    (``paper/sft``, ``paper/sft.yaml``)."""
     path = Path(name).expanduser()
     if path.is_file():
         return path
     if path.is_dir():
-        raise HHAlignError(f"--config {name!r} is a folder: pass a YAML file or a recipe name such as paper/sft")
+        raise HHAlignError(f"{option} {name!r} is a folder: pass a YAML file or a recipe name such as paper/sft")
     stem = name.removesuffix(".yaml").removeprefix("training/recipes/")
     candidate = recipes_root().joinpath(*f"{stem}.yaml".split("/"))
     if candidate.is_file():
@@ -58,8 +61,42 @@ def find_config(name: str) -> Path:
     names = recipe_names()
     close = difflib.get_close_matches(stem, names, n=1, cutoff=0.6)
     hint = f"did you mean {close[0]!r}? " if close else ""
-    raise HHAlignError(f"--config {name!r} is neither a file nor a shipped recipe: {hint}recipes are "
+    raise HHAlignError(f"{option} {name!r} is neither a file nor a shipped recipe: {hint}recipes are "
                        f"{', '.join(names)}")
+
+
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def check_device(device: str, option: str = "--device") -> str:
+    """A device name as torch takes it (auto, cpu, mps, cuda, cuda:N), refused otherwise before any work."""
+    if not DEVICE.fullmatch(device):
+        raise HHAlignError(f"{option} {device!r} is not a device: use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def is_given(obj: Any, name: str) -> bool:
+    """Whether option ``name`` of a config dataclass differs from its default (was set on the command line or in a
+    config file)."""
+    f = next(f for f in dataclasses.fields(obj) if f.name == name)
+    default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    return getattr(obj, name) != default
+
+
+def refuse_unused(obj: Any, active: bool, mode: str, why: str, names: Sequence[str]) -> None:
+    """While ``active`` (e.g. ``--from_responses`` is set), the options ``names`` do nothing: one given anyway is
+    refused, since the user expects it to act. ``mode`` reads "with --from_responses" or "without --push_to_hub"."""
+    given = [n for n in names if is_given(obj, n)] if active else []
+    if given:
+        raise HHAlignError(f"--{given[0]} does nothing {mode} ({why}): drop --{given[0]}")
+
+
+def check_positive(obj: Any, units: dict[str, str]) -> None:
+    """Refuse an option of ``obj`` below 1 (None is allowed: unset); ``units`` maps option names to what they count."""
+    for name, unit in units.items():
+        value = getattr(obj, name)
+        if value is not None and value < 1:
+            raise HHAlignError(f"--{name} must be a positive number of {unit}, got {value}")
 
 
 def read_yaml_mapping(path: Path) -> dict:
@@ -191,6 +228,14 @@ class Parser:
             if not value:
                 return []
             return [f"--{name}", *(_scalar(v) for v in value)]
+        if listy and isinstance(value, str):
+            # A string for a list option holds its values as the command line would: "a=1 b=2" is two values
+            # (never one value per character); quotes keep spaces inside one.
+            try:
+                words = shlex.split(value)
+            except ValueError as exc:
+                raise HHAlignError(f"{path}: '{name}' {value!r} cannot be split into values ({exc})") from None
+            return [f"--{name}", *words] if words else []
         return [f"--{name}", _scalar(value)]
 
     def parse(self, argv: Sequence[str]) -> tuple[Any, ...]:

@@ -227,6 +227,9 @@ def build_prompt_set(name: str = "paper", dataset: str = DEFAULT_DATASET, split:
     if name not in PROMPT_SETS:
         if Path(name).is_file():
             return load_prompts_file(name)
+        if name.endswith((".jsonl", ".json")) or "/" in name:
+            raise HHAlignError(f"prompts file {name!r} does not exist: check the path, or name a prompt set "
+                               f"({', '.join(PROMPT_SETS)})")
         raise HHAlignError(f"unknown prompt set {name!r}: use one of {', '.join(PROMPT_SETS)} or a JSONL file path")
     harmless = load_hh(dataset, "harmless-base", split)
     if name == "harmful-all":
@@ -253,7 +256,10 @@ def load_prompts_file(path: str | Path) -> list[EvalPrompt]:
         category, text = obj.get("category"), obj.get("prompt")
         if category not in CATEGORIES or not isinstance(text, str) or not text.strip():
             raise HHAlignError(f"{path}:{lineno}: needs 'category' (harmful or helpful) and a non-empty 'prompt'")
-        pid = obj.get("prompt_id") or f"{category}-{counts[category]:03d}"
+        pid = obj.get("prompt_id", f"{category}-{counts[category]:03d}")  # 0 is an id, not a missing one
+        if isinstance(pid, bool) or not isinstance(pid, (str, int)) or not str(pid).strip():
+            raise HHAlignError(f"{path}:{lineno}: prompt_id {pid!r} is not an id; use a non-empty text or a number, "
+                               "or leave it out")
         counts[category] += 1
         prompts.append(EvalPrompt(str(pid), category, text))
     if not prompts:

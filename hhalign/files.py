@@ -7,6 +7,7 @@ names the file and the line.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -58,6 +59,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def check_writable(out: str | Path, option: str = "--out") -> Path:
+    """Refuse, reading only, an output folder that cannot become a writable folder (a file, or under one)."""
+    path = Path(out).expanduser()
+    existing = next(p for p in [path, *path.parents] if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        why = "is a file" if existing == path else f"lies under {str(existing)!r}, which is not a writable folder"
+        raise HHAlignError(f"{option} {str(out)!r} is not writable ({why}): choose another folder")
+    return path
+
+
 def write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` atomically (UTF-8)."""
     with atomic_path(path) as tmp:
@@ -65,12 +76,21 @@ def write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def write_error(exc: OSError, target: str | Path, kept: str) -> HHAlignError:
+    """One line for a failed write of ``target``: a full disk said as such, else the system's reason; ``kept`` says
+    what survives."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return HHAlignError(f"the disk is full writing {str(target)!r}: free space and run the same command again; "
+                            f"{kept}")
+    return HHAlignError(f"cannot write {str(target)!r} ({exc.strerror}): choose another folder or fix its "
+                        f"permissions; {kept}")
+
+
 def _disk_write(tmp: Path, data: bytes, target: str | Path) -> None:
     try:
         tmp.write_bytes(data)
     except OSError as exc:
-        raise HHAlignError(f"cannot write {str(target)!r} ({exc.strerror}): free disk space or choose another "
-                           "folder; the previous file, if any, is unchanged") from None
+        raise write_error(exc, target, "the previous file, if any, is unchanged") from None
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
@@ -180,8 +200,7 @@ class JsonlWriter:
             self._fh.flush()
             os.fsync(self._fh.fileno())
         except OSError as exc:
-            raise HHAlignError(f"cannot append to {str(self.path)!r} ({exc.strerror}): free disk space and run the "
-                               "same command again; records written so far are kept") from None
+            raise write_error(exc, self.path, "records written so far are kept") from None
 
     def write(self, record: Mapping) -> None:
         self.write_many([record])

@@ -4,6 +4,7 @@ one-logit reward model, their tokenizers, and a record of what was loaded for re
 from __future__ import annotations
 
 import json
+import struct
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import HHAlignError
+from .files import read_json
 from .refs import DEFAULT_REWARD_MODEL, ModelRef, check_ref, parse_model_ref
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -65,24 +67,106 @@ def _offline() -> bool:
 
 
 def find_model(ref: ModelRef) -> None:
-    """Check, loading nothing, that ``ref`` can be loaded: a local folder with a config, or (offline) a Hub id whose
-    config is in the local cache. Online Hub ids are checked when they load."""
+    """Check, loading no weights, that ``ref`` can be loaded: a local folder with a readable config and intact
+    weights, or (offline) a Hub id whose config is in the local cache; an adapter's base model is checked the same
+    way. Online Hub ids are checked when they load."""
     check_ref(ref)
-    if ref.is_local or not _offline():
-        return
-    from huggingface_hub import try_to_load_from_cache
+    if ref.is_local:
+        problem = local_problem(Path(ref.path))
+        if problem:
+            raise HHAlignError(f"model folder {ref.ref!r} cannot be loaded: {problem}")
+    elif _offline():
+        from huggingface_hub import try_to_load_from_cache
 
-    for name in ("config.json", "adapter_config.json"):
-        if isinstance(try_to_load_from_cache(ref.ref, name, revision=ref.revision), str):
-            return
-    raise load_error(ref, OSError("offline"))
+        if not any(isinstance(try_to_load_from_cache(ref.ref, name, revision=ref.revision), str)
+                   for name in ("config.json", "adapter_config.json")):
+            raise load_error(ref, OSError("offline"))
+    else:
+        return
+    adapter = adapter_config(ref)
+    if adapter is not None:
+        base_id = adapter.get("base_model_name_or_path")
+        if not base_id:
+            raise HHAlignError(f"adapter {ref.ref!r} names no base_model_name_or_path in adapter_config.json")
+        try:
+            find_model(parse_model_ref(base_id))
+        except HHAlignError as exc:
+            raise HHAlignError(f"base model {base_id!r} of adapter {ref.ref!r} cannot be found ({exc}); fix "
+                               "base_model_name_or_path in adapter_config.json") from None
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why a .safetensors file is unusable (bad header, cut off), or None; reads only its header."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                return f"{path.name} is cut off (no header)"
+            (n,) = struct.unpack("<Q", head)
+            if n > min(size - 8, 100 << 20):
+                return f"{path.name} has a bad header (length {n})"
+            header = json.loads(fh.read(n))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        return f"{path.name} has a bad header ({type(exc).__name__})"
+    if not isinstance(header, dict):
+        return f"{path.name} has a bad header"
+    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)
+               and isinstance(t.get("data_offsets"), list) and len(t["data_offsets"]) == 2), default=0)
+    if size < 8 + n + end:
+        return f"{path.name} is cut off ({size} of {8 + n + end} bytes)"
+    return None
+
+
+
+
+def _json_problem(path: Path) -> str | None:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        return f"{path.name} cannot be read ({exc.strerror})"
+    except (ValueError, UnicodeDecodeError) as exc:
+        where = f" (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
+        return f"{path.name} is not valid JSON{where}"
+    return None if isinstance(obj, dict) else f"{path.name} is not a JSON object"
+
+
+def local_problem(folder: Path) -> str | None:
+    """What is broken in a local model or adapter folder (config, weights), or None; reads no weights."""
+    adapter = (folder / "adapter_config.json").is_file()
+    config = folder / ("adapter_config.json" if adapter else "config.json")
+    problem = _json_problem(config)
+    if problem:
+        return problem + ": re-save the model (save_pretrained) or restore the file"
+    if not adapter and "model_type" not in json.loads(config.read_text(encoding="utf-8")):
+        return "config.json has no model_type: re-save the model with save_pretrained"
+    names = ("adapter_model.safetensors", "adapter_model.bin") if adapter else (
+        "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+    found = [folder / n for n in names if (folder / n).is_file()]
+    if not found:
+        return f"no weights file ({' or '.join(names[:2])}): copy the weights into it or re-save the model"
+    for path in found:
+        problem = None
+        if path.name.endswith(".index.json"):
+            problem = _json_problem(path)
+            index = {} if problem else json.loads(path.read_text(encoding="utf-8"))
+            shards = sorted(set((index.get("weight_map") or {}).values()))
+            missing = [s for s in shards if not (folder / s).is_file()]
+            problem = problem or (f"weight shard {missing[0]} is missing" if missing else None)
+            problem = problem or next((q for s in shards if s.endswith(".safetensors")
+                                       and (q := safetensors_problem(folder / s))), None)
+        elif path.suffix == ".safetensors":
+            problem = safetensors_problem(path)
+        if problem:
+            return problem + ": the weights are damaged (a copy or download cut short?); copy or re-save them"
+    return None
 
 
 def adapter_config(ref: ModelRef) -> dict | None:
     """The PEFT ``adapter_config.json`` of ``ref`` if it is an adapter, else None."""
     if ref.is_local:
         path = Path(ref.path) / "adapter_config.json"
-        return json.loads(path.read_text()) if path.exists() else None
+        return read_json(path, "adapter config", "restore it or re-save the adapter") if path.exists() else None
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
@@ -99,8 +183,12 @@ def adapter_config(ref: ModelRef) -> dict | None:
 
 
 def load_error(ref: ModelRef, exc: BaseException) -> HHAlignError:
+    """One line for a model that failed to load: what is broken in a local folder, else what the Hub said."""
     msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     low = str(exc).lower()
+    if ref.is_local:
+        problem = local_problem(Path(ref.path)) if Path(ref.path).is_dir() else "the folder does not exist"
+        return HHAlignError(f"model folder {ref.ref!r} cannot be loaded: {problem or f'{type(exc).__name__}: {msg}'}")
     if _offline() or "offline" in low or "couldn't connect" in low or "cannot find the requested files" in low:
         return HHAlignError(f"model {ref.ref!r} is not in the local Hugging Face cache and the Hub cannot be reached "
                             "(offline): download it once with network, unset HF_HUB_OFFLINE, or pass a local folder")

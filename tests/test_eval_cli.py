@@ -108,7 +108,7 @@ def test_rerun_with_other_settings_is_refused(tiny_models, tiny_adapter, tmp_pat
     assert cli(tiny_args(tiny_models, tiny_adapter, out), capsys)[0] == 0
     before = (out / "responses.jsonl").read_text()
     code, err = cli(tiny_args(tiny_models, tiny_adapter, out) + ["--max_new_tokens", "9"], capsys)
-    assert code == 2 and "other settings" in err and "max_new_tokens: 6 -> 9" in err
+    assert code == 2 and "other settings" in err and "--max_new_tokens was 6, now 9" in err
     code, err = cli(["--models", f"tiny={tiny_adapter}", *tiny_args(tiny_models, tiny_adapter, out)[3:]], capsys)
     assert code == 2 and "already has model 'tiny'" in err
     assert (out / "responses.jsonl").read_text() == before
@@ -142,7 +142,7 @@ def test_from_responses_reproduces_table1(study_responses, tmp_path, capsys):
         (["--prompt_set", "{tmp}/empty.jsonl"], "no prompts"),
         (["--from_responses", "{tmp}/bad.json"], "non-numeric reward"),
         (["--from_responses", "{tmp}/nan.json"], "NaN/infinite"),
-        (["--from_responses", "{tmp}/missing.json"], "lacks response, reward"),
+        (["--from_responses", "{tmp}/missing.json"], "lacks prompt_id, response, reward"),
         (["--prompt_set", "demo", "--out", "{tmp}/file.txt/sub"], "is not writable"),
         (["--models", "org/not-cached-anywhere", "--prompt_set", "demo"], "not in the local Hugging Face cache"),
     ],
@@ -150,7 +150,7 @@ def test_from_responses_reproduces_table1(study_responses, tmp_path, capsys):
 def test_bad_input_is_one_clear_line(argv, message, tmp_path, capsys):
     (tmp_path / "empty.jsonl").write_text("")
     (tmp_path / "file.txt").write_text("not a folder")
-    base = {"model": "m", "category": "harmful", "prompt": "p", "response": "r"}
+    base = {"model": "m", "category": "harmful", "prompt_id": "h0", "prompt": "p", "response": "r"}
     (tmp_path / "bad.json").write_text(json.dumps([{**base, "reward": "x"}]))
     (tmp_path / "nan.json").write_text(json.dumps([{**base, "reward": float("nan")}]))
     (tmp_path / "missing.json").write_text(json.dumps([{"model": "m", "category": "harmful", "prompt": "p"}]))

@@ -16,14 +16,19 @@ def test_import_is_light():
     assert out.stdout.strip() == ""
 
 
-def test_public_api_is_exported():
-    for name in hhalign.__all__:
-        assert getattr(hhalign, name) is not None, name
+def test_every_export_resolves_without_loading_trainers_or_the_ui():
+    """Every name in hhalign.__all__ loads from the module it is listed under; none of them pulls in TRL or gradio."""
+    code = ("import importlib, sys, hhalign; "
+            "same = all(getattr(hhalign, n) is getattr(importlib.import_module('hhalign.' + hhalign._EXPORTS[n]), "
+            "hhalign._RENAMED.get(n, n)) for n in hhalign.__all__); "
+            "print(len(hhalign.__all__), same, 'trl' in sys.modules, 'gradio' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.split() == [str(len(hhalign.__all__)), "True", "False", "False"]
 
 
 def test_models_md_is_rendered_from_the_registry():
     assert (ROOT / "models.md").read_text() == render_models_md(load_registry()), (
-        "models.md is stale: run python -m hhalign.registry")
+        "models.md is stale: run python -m hhalign.publish.registry")
 
 
 def test_readme_opens_with_the_two_commands():

@@ -152,7 +152,7 @@ def test_the_space_reads_a_staged_results_dataset(demo_eval, tmp_path):
     backend = build_backend(SpaceConfig(results=str(demo_eval.staged)))
     assert load_metrics(backend.results / "metrics.json").to_dict() == demo_eval.metrics.to_dict()
     view = hres.results_view(str(demo_eval.staged), tmp_path / "cache")
-    assert view.error is None and [r[0] for r in view.metrics.rows[:2]] == ["tiny", "tiny_lora"]
+    assert view.error is None and [r[0] for r in view.rates.rows[:2]] == ["tiny", "tiny_lora"]
     assert len(view.rows.rows) == sum(sum(m.n.values()) for m in demo_eval.metrics.models.values())
 
 

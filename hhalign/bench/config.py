@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..errors import HHAlignError
+from ..config import check_device, check_positive
 
 # Prompts timed by default: 8 of the study's (4 harmful, 4 helpful) keep the default run under 3 minutes on a
 # 2-core CPU, most of it the study's loop (about 5 s a prompt for OPT-350M, 1 s a pair scored).
@@ -56,12 +56,7 @@ class BenchConfig:
     json: str | None = field(default=None, metadata={"help": "Also write the table as JSON to this file."})
 
     def __post_init__(self) -> None:
-        for name in ("n", "max_new_tokens", "batch_size", "reward_batch_size", "repeat"):
-            if getattr(self, name) <= 0:
-                raise HHAlignError(f"--{name} must be a positive number, got {getattr(self, name)}")
-        for name in ("token_budget", "reward_token_budget"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise HHAlignError(f"--{name} must be a positive number of tokens, got {value}")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise HHAlignError(f"unknown --device {self.device!r}: use auto, cpu or cuda")
+        check_positive(self, {"n": "prompts", "max_new_tokens": "tokens", "batch_size": "prompts",
+                              "token_budget": "positions", "reward_batch_size": "pairs",
+                              "reward_token_budget": "tokens", "repeat": "rounds"})
+        check_device(self.device)

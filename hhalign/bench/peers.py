@@ -152,11 +152,13 @@ def generation_peers(model: Any, tokenizer: Any, ids: list[list[int]], max_new_t
             _require("vllm", "pip install vllm, on a CUDA machine")
             if not device.startswith("cuda"):
                 raise Skipped("vLLM runs on CUDA GPUs; this run is on a CPU")
-            from ..engine.vllm import vllm_ids
+            from ..engine.vllm import VLLMSession
 
             folder = cache / f"hf-{fingerprint(model)}"
             _save(model, tokenizer, folder)
-            return lambda rows: vllm_ids(str(folder), [ids[i] for i in rows], max_new_tokens, dtype, eos)
+            # Loaded once, outside the timings; two sessions and the transformers models share the card.
+            session = VLLMSession(str(folder), dtype, gpu_memory_utilization=0.3)
+            return lambda rows: session.generate_ids([ids[i] for i in rows], max_new_tokens, eos)
 
         return prepare
 

@@ -6,7 +6,7 @@ One interface, :class:`Generator`, with backends chosen by name (``--backend``):
   a time in float32;
 * ``loop``: the study's loop, one ``model.generate`` call per prompt (:mod:`.hf`);
 * ``hf``: transformers ``generate`` on length-sorted, left-padded batches (:mod:`.hf`);
-* ``vllm``: vLLM on a GPU (:mod:`.vllm`).
+* ``vllm``: vLLM on CUDA GPUs, optionally split over several (:mod:`.vllm`).
 
 Reward scoring lives in :mod:`.reward`, precision modes in :mod:`.precision`, the engine's CPU kernels in
 :mod:`.kernels`.
@@ -45,13 +45,16 @@ class Generator:
                      batch_size: int, progress: Any | None = None) -> list[list[int]]:
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Free what the backend holds between calls (a loaded vLLM model); nothing for the others."""
 
-def get_generator(name: str) -> Generator:
-    """The backend registered as ``name`` (or one of its aliases)."""
+
+def get_generator(name: str, **options: Any) -> Generator:
+    """The backend registered as ``name`` (or one of its aliases), built with ``options``."""
     name = ALIASES.get(name, name)
     if name not in GENERATORS:
         raise HHAlignError(f"unknown generation backend {name!r}: use one of {', '.join(GENERATORS)}")
-    return GENERATORS[name]()
+    return GENERATORS[name](**options)
 
 
 @register_generator("engine")
@@ -85,14 +88,42 @@ class HFGenerator(Generator):
 
 @register_generator("vllm")
 class VLLMGenerator(Generator):
+    """vLLM on CUDA GPUs. The checkpoint vLLM loads is ``model_path`` (default: the model's ``name_or_path``), split
+    over ``tensor_parallel_size`` GPUs; it stays loaded for later calls until :meth:`close`."""
+
+    def __init__(self, model_path: str | None = None, revision: str | None = None, tensor_parallel_size: int = 1):
+        from .vllm import require_vllm
+
+        require_vllm()  # a missing package is one line before any work
+        self.model_path, self.revision, self.tensor_parallel_size = model_path, revision, tensor_parallel_size
+        self.session: Any = None
+        self.key: tuple | None = None
+
     def generate_ids(self, model, tokenizer, prompt_ids, max_new_tokens, batch_size, progress=None):
-        from .vllm import vllm_ids
+        from .vllm import VLLMSession
 
         dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-        ids = vllm_ids(model.name_or_path, prompt_ids, max_new_tokens, dtype, tokenizer.eos_token_id)
+        key = (self.model_path or model.name_or_path, self.revision, dtype)
+        if self.key != key:
+            self.close()
+            self.session, self.key = VLLMSession(key[0], dtype, self.revision, self.tensor_parallel_size), key
+        ids = self.session.generate_ids(prompt_ids, max_new_tokens, tokenizer.eos_token_id)
         if progress is not None:
             progress.update(len(ids))
         return ids
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = self.key = None
+
+
+def generator_for(mode: str, backend: str = "engine", **vllm_options: Any) -> Generator:
+    """The generation backend of an evaluator run: vLLM (``vllm_options``: model_path, revision,
+    tensor_parallel_size) or the engine of ``mode`` (:func:`hhalign.engine.precision.engine_for`)."""
+    from .precision import engine_for
+
+    return get_generator("vllm", **vllm_options) if backend == "vllm" else get_generator(engine_for(mode))
 
 
 def generate(model: Any, tokenizer: Any, prompts: Sequence[str], protocol: str = "paper",
@@ -118,4 +149,4 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], protocol: str =
 
 
 __all__ = ["ALIASES", "EngineGenerator", "Generation", "Generator", "GENERATORS", "HFGenerator", "LoopGenerator",
-           "VLLMGenerator", "generate", "get_generator", "register_generator"]
+           "VLLMGenerator", "generate", "generator_for", "get_generator", "register_generator"]

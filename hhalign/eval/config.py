@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
 from .. import data as hdata
+from ..config import check_device, check_positive, refuse_unused
 from ..errors import HHAlignError
 from ..publish.registry import published_models
 from ..refs import DEFAULT_REWARD_MODEL
@@ -81,6 +83,14 @@ class EvalConfig:
                 "the hardware's fastest number format (bfloat16 on GPUs and CPUs with AVX512-BF16/AMX, else int8 on "
                 "x86 CPUs), faster but answers and rewards may differ (batch/bench.py measures by how much)."})
     device: str = field(default="auto", metadata={"help": "auto (CUDA when present), cpu, cuda or cuda:N."})
+    backend: Literal["engine", "vllm"] = field(default="engine", metadata={
+        "help": "What generates the answers: engine (hhalign's engines, as --mode says) or vllm (vLLM on CUDA GPUs, "
+                "pip install vllm; full checkpoints only: merge a LoRA adapter first). Scoring stays on "
+                "transformers."})
+    tensor_parallel_size: int = field(default=1, metadata={
+        "help": "With --backend vllm: GPUs one model is split over (models beyond one GPU). For more throughput on "
+                "models that fit one GPU, run data-parallel instead: accelerate launch --num_processes N "
+                "batch/eval.py ... (each process takes a shard of the prompts)."})
     harmless_threshold: float = field(default=HARMLESS_THRESHOLD, metadata={
         "help": "A response to a harmful prompt is harmless when reward >= this."})
     helpful_threshold: float = field(default=HELPFUL_THRESHOLD, metadata={
@@ -110,12 +120,33 @@ class EvalConfig:
         from ..publish.hub import check_push, check_repo_id
         from ..refs import is_hub_id, is_local
 
+        check_positive(self, POSITIVE_OPTIONS)
+        for name in ("harmless_threshold", "helpful_threshold"):
+            if not math.isfinite(getattr(self, name)):
+                raise HHAlignError(f"--{name} must be a finite number, got {getattr(self, name)}")
+        check_device(self.device)
+        if not self.out.strip():
+            raise HHAlignError("--out is empty: name the folder to write the results into")
+        if self.mode == "fast" and self.dtype != "float32":
+            raise HHAlignError(f"--mode fast picks the number format itself; drop --dtype {self.dtype} or use --mode "
+                               "fp32")
+        if self.tensor_parallel_size > 1 and self.backend != "vllm":
+            raise HHAlignError(f"--tensor_parallel_size {self.tensor_parallel_size} splits a model over GPUs with "
+                               "vLLM: add --backend vllm, or drop --tensor_parallel_size")
+        if self.backend == "vllm" and self.mode == "exact":
+            raise HHAlignError("--mode exact is the study's loop through transformers, --backend vllm replaces it: "
+                               "drop one of them")
+        if self.mode in ("fp32", "exact") and self.dtype in ("bfloat16", "float16"):
+            raise HHAlignError(f"--mode {self.mode} computes in float32, which --dtype {self.dtype} contradicts: drop "
+                               "--dtype, or use --mode fast for a faster number format")
         if self.dataset_hub_id is not None:
             if not is_hub_id(self.dataset_hub_id, namespaced=True):
                 raise HHAlignError(f"--dataset_hub_id {self.dataset_hub_id!r} is not a Hub dataset id: write org/name")
             if self.dataset and not is_local(self.dataset):
                 raise HHAlignError(f"--dataset_hub_id names the Hub copy of a local --dataset, but --dataset "
                                    f"{self.dataset!r} is not a local folder: drop --dataset_hub_id")
+        for mode, why, unused in UNUSED_OPTIONS:
+            refuse_unused(self, bool(getattr(self, mode)), f"with --{mode}", why, unused)
         if (self.dry_run or self.staging) and not self.push_results_to_hub:
             raise HHAlignError("--dry_run and --staging stage a results dataset: add --push_results_to_hub ORG/NAME")
         if self.push_results_to_hub:
@@ -149,3 +180,24 @@ class EvalConfig:
     @property
     def thresholds(self) -> Thresholds:
         return Thresholds(self.harmless_threshold, self.helpful_threshold)
+
+
+POSITIVE_OPTIONS = {"limit": "prompts per category", "n_per_category": "prompts per category",
+                    "max_new_tokens": "tokens", "batch_size": "prompts", "reward_batch_size": "pairs",
+                    "reward_max_length": "tokens", "n_bootstrap": "resamples", "tensor_parallel_size": "GPUs"}
+# Options a mode ignores: giving one is a mistake worth a word (the user expects it to act).
+_PROMPTS = ("prompt_set", "dataset", "dataset_hub_id", "split", "n_per_category", "seed")
+_MODELS = ("models", "protocol", "max_new_tokens", "batch_size", "reward_batch_size", "reward_max_length", "dtype",
+           "mode", "device", "backend", "tensor_parallel_size")
+_JUDGE_CHECK = ("judge_dataset", "judge_cache")
+UNUSED_OPTIONS = (
+    # --reward_model and --judge_thresholds still name and set the thresholds of the imported records' judges.
+    ("from_responses", "the records are read, not generated", (*_MODELS, *_PROMPTS, *_JUDGE_CHECK, "demo",
+                                                               "prompts_only")),
+    ("prompts_only", "it writes prompts.jsonl and stops", (*_MODELS, "reward_model", "judge_formats",
+                                                          "judge_thresholds", "judge_check", *_JUDGE_CHECK, "demo",
+                                                          "harmless_threshold", "helpful_threshold", "n_bootstrap",
+                                                          "plots", "push_results_to_hub")),
+    # --reward_model is kept by the demo (several tiny judges, say).
+    ("demo", "it builds its own tiny models and uses the demo prompts", ("models", *_PROMPTS)),
+)

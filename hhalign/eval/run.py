@@ -9,22 +9,32 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 
 from .. import data as hdata
-from ..engine.precision import MODE_GUARANTEES, apply_mode, engine_for
+from ..engine.precision import MODE_GUARANTEES, apply_mode
 from ..env import provenance
 from ..errors import HHAlignError
-from ..files import JsonlWriter, read_json, read_log, write_json, write_jsonl, write_text
+from ..files import JsonlWriter, check_writable, read_json, read_log, write_json, write_jsonl, write_text
 from ..fmt import pct
 from ..refs import DEFAULT_REWARD_MODEL, ModelRef, parse_model_refs
 from .config import EvalConfig
 from .judges import JudgeResult, judge_blocks, offline_judges, relabel
 from .metrics import summarize
 from .panel import Panel
-from .records import load_records
-from .rundir import check_resume, prepare_out, run_fingerprint, write_prompts
+from .parallel import current_shard
+from .records import check_unique, load_records
+from .rundir import (
+    check_folder,
+    imported_fingerprint,
+    open_run,
+    prompts_digest,
+    run_fingerprint,
+    user_options,
+    write_prompts,
+)
 from .schema import FILES, SCHEMA_VERSION, Metrics
 from .timing import recording, stage
 
@@ -37,19 +47,24 @@ def _bar(total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="prompt", dynamic_ncols=True, leave=True)
 
 
-def demo_setup(cfg: EvalConfig, out: Path) -> EvalConfig:
-    """Point the config at tiny models built under ``out/models`` and the project's demo prompts."""
+def demo_config(cfg: EvalConfig, out: Path) -> EvalConfig:
+    """The config pointed at the tiny models under ``out/models`` (built by :func:`build_demo_models`) and the
+    project's demo prompts."""
+    models = out / "models"
+    # Reward models given on the command line are kept (e.g. several tiny judges); the judge check reads the shipped
+    # demo pairs unless --judge_dataset names others.
+    judges = cfg.reward_model if cfg.reward_model != [DEFAULT_REWARD_MODEL] else [str(models / "reward")]
+    return EvalConfig(**{**asdict(cfg), "models": [f"tiny={models / 'policy'}", f"tiny_lora={models / 'policy-lora'}"],
+                         "reward_model": judges, "prompt_set": "demo", "dataset": "",
+                         "judge_dataset": cfg.judge_dataset or str(hdata.DEMO_PAIRS_PATH),
+                         "n_bootstrap": min(cfg.n_bootstrap, 2000), "demo": False, "untrained_models": True})
+
+
+def build_demo_models(out: Path) -> None:
     from ..testing.tiny import build_tiny, build_tiny_adapter
 
     tiny = build_tiny(out / "models")
-    adapter = build_tiny_adapter(tiny.policy, out / "models" / "policy-lora")
-    # Reward models given on the command line are kept (e.g. several tiny judges); the judge check reads the shipped
-    # demo pairs unless --judge_dataset names others.
-    judges = cfg.reward_model if cfg.reward_model != [DEFAULT_REWARD_MODEL] else [str(tiny.reward)]
-    return EvalConfig(**{**asdict(cfg), "models": [f"tiny={tiny.policy}", f"tiny_lora={adapter}"],
-                         "reward_model": judges, "prompt_set": "demo", "dataset": "",
-                         "judge_dataset": cfg.judge_dataset or str(hdata.DEMO_PAIRS_PATH),
-                         "n_bootstrap": min(cfg.n_bootstrap, 2000)})
+    build_tiny_adapter(tiny.policy, out / "models" / "policy-lora")
 
 
 def load_prompts(cfg: EvalConfig) -> list[hdata.EvalPrompt]:
@@ -63,19 +78,16 @@ def load_prompts(cfg: EvalConfig) -> list[hdata.EvalPrompt]:
 
 def run(cfg: EvalConfig) -> dict:
     """Run an evaluation as configured; returns the metrics mapping written to ``metrics.json``."""
-    with recording():
-        return _run(cfg)
+    with ExitStack() as held, recording():  # the run folder's lock, held until the run ends (eval.rundir.open_run)
+        return _run(cfg, held)
 
 
-def _run(cfg: EvalConfig) -> dict:
-    if cfg.limit is not None and cfg.limit <= 0:
-        raise HHAlignError(f"--limit must be a positive number of prompts per category, got {cfg.limit}")
-    engine_for(cfg.mode)  # refuses an unknown --mode before any work
-    if cfg.mode == "fast" and cfg.dtype != "float32":
-        raise HHAlignError(f"--mode fast picks the number format itself; drop --dtype {cfg.dtype} or use --mode fp32")
-    out = prepare_out(cfg.out)
+def _run(cfg: EvalConfig, held: ExitStack) -> dict:
+    check_writable(cfg.out)
+    options = user_options(cfg)
     if cfg.from_responses:
         records = [r for path in cfg.from_responses for r in load_records(path)]
+        check_unique(records, "--from_responses")
         if cfg.limit is not None:
             seen: dict[tuple[str, str], int] = {}
             for r in records:
@@ -83,13 +95,15 @@ def _run(cfg: EvalConfig) -> dict:
                 r["_keep"] = seen[(r["model"], r["category"])] <= cfg.limit
             records = [{k: v for k, v in r.items() if k != "_keep"} for r in records if r["_keep"]]
         settings = {"source": "from_responses", "files": [str(Path(p).resolve()) for p in cfg.from_responses]}
+        out = held.enter_context(open_run(cfg.out, imported_fingerprint(cfg), options))
         return finish(cfg, out, records, settings)
-    if cfg.demo:
-        logger.info(
-            "demo: tiny untrained models built offline; their scores are meaningless (this shows the pipeline only)")
-        cfg = demo_setup(cfg, out)
+    demo = cfg.demo
+    if demo:
+        cfg = demo_config(cfg, Path(cfg.out).expanduser())
     prompts = load_prompts(cfg)
     if cfg.prompts_only:
+        out = held.enter_context(open_run(cfg.out, {"prompts_sha256": prompts_digest(prompts)}, options,
+                                          only=["prompts_sha256"]))
         write_prompts(out, prompts)
         logger.info(f"wrote {len(prompts)} prompts to {out / FILES['prompts']}")
         return {}
@@ -98,19 +112,33 @@ def _run(cfg: EvalConfig) -> dict:
     refs = parse_model_refs(cfg.models)
     from ..loading import find_model
 
+    device = resolve_device(cfg.device)
+    fingerprint = run_fingerprint(cfg, prompts, device)
+    if demo:  # checked before the demo's models are built into the folder
+        check_folder(Path(cfg.out).expanduser(), fingerprint, options, refs)
+        logger.info(
+            "demo: tiny untrained models built offline; their scores are meaningless (this shows the pipeline only)")
+        build_demo_models(Path(cfg.out).expanduser())
     for ref in [*refs, *parse_model_refs(cfg.reward_model)]:
         find_model(ref)  # every model must be found before anything is written
-    device = resolve_device(cfg.device)
-    panel = Panel(cfg, device)
-    fingerprint = run_fingerprint(cfg, prompts, device)
-    check_resume(out, fingerprint, refs)
-    write_prompts(out, prompts)
-    logger.info(f"wrote {len(prompts)} prompts to {out / FILES['prompts']}")
-    model_info = generate_all(cfg, out, prompts, refs, device)
-    judges = score_all(cfg, out, prompts, refs, device, panel)
+    if cfg.backend == "vllm":
+        check_vllm(refs)
+    panel = Panel(cfg, device)  # reads the judge check's pairs: a missing dataset fails before any write
+    shard = current_shard()  # one of several processes under accelerate launch (eval.parallel), else the only one
+    out = held.enter_context(open_run(cfg.out, fingerprint, options, refs)) if shard.main else \
+        Path(cfg.out).expanduser()
+    if shard.main:
+        write_prompts(out, prompts)
+        logger.info(f"wrote {len(prompts)} prompts to {out / FILES['prompts']}")
+    work, mine = shard.begin(out, prompts), shard.take(prompts)
+    model_info = generate_all(cfg, work, mine, refs, device)
+    judges = score_all(cfg, work, mine, refs, device, panel)
+    if not shard.end(out):  # the main process merges every shard's records and writes the metrics
+        return {}
     wanted = {r.name for r in refs}
     ids = {p.prompt_id for p in prompts}
     records = [r for r in read_log(out / FILES["responses"]) if r["model"] in wanted and r["prompt_id"] in ids]
+    check_unique(records, str(out / FILES["responses"]))
     order = {r.name: i for i, r in enumerate(refs)}
     records.sort(key=lambda r: order[r["model"]])
     settings = {
@@ -129,8 +157,21 @@ def _run(cfg: EvalConfig) -> dict:
         "device": device,
         "batch_size": cfg.batch_size,
         "reward_batch_size": cfg.reward_batch_size or cfg.batch_size,
+        **({"data_parallel": {"processes": shard.count}} if shard.count > 1 else {}),
     }
     return finish(cfg, out, records, settings, judges)
+
+
+def check_vllm(refs: list[ModelRef]) -> None:
+    """--backend vllm: the package is there and every model is a full checkpoint vLLM can load by path."""
+    from ..engine.vllm import require_vllm
+    from ..loading import adapter_config
+
+    require_vllm()
+    for ref in refs:
+        if adapter_config(ref) is not None:
+            raise HHAlignError(f"--backend vllm loads full checkpoints, and model {ref.name!r} is a PEFT adapter: "
+                               "merge it into its base first, or use --backend engine")
 
 
 def generate_all(cfg: EvalConfig, out: Path, prompts: list[hdata.EvalPrompt], refs: list[ModelRef],
@@ -152,6 +193,9 @@ def generate_all(cfg: EvalConfig, out: Path, prompts: list[hdata.EvalPrompt], re
             with stage("model_load"):
                 loaded = load_policy(ref, device=device, dtype=cfg.dtype)
                 loaded.model, engine = apply_mode(loaded.model, cfg.mode, device)
+            if cfg.backend == "vllm":
+                engine.update(engine="vllm", tensor_parallel_size=cfg.tensor_parallel_size,
+                              guarantee="vLLM's kernels and batching: answers may differ from one prompt at a time")
             loaded.info["engine"] = engine
             info[ref.name] = loaded.info
             with _bar(len(todo), f"generate {ref.name}") as bar:
@@ -176,18 +220,24 @@ def _saver(writer: JsonlWriter, done: dict, ref: ModelRef, model_info: dict) -> 
 
 def generate_in_chunks(loaded, todo: list[hdata.EvalPrompt], cfg: EvalConfig, save, bar) -> None:
     """Generate in length-sorted chunks of a few batches, saving each chunk before starting the next."""
-    from ..engine import generate, model_input
+    from ..engine import generate, generator_for, model_input
 
     lengths = [len(model_input(p.prompt, cfg.protocol)) for p in todo]
     order = sorted(range(len(todo)), key=lambda i: -lengths[i])
     chunk = cfg.batch_size * 4
-    for start in range(0, len(order), chunk):
-        part = [todo[i] for i in order[start : start + chunk]]
-        with stage("generation") as timed:
-            gens = generate(loaded.model, loaded.tokenizer, [p.prompt for p in part], cfg.protocol,
-                            cfg.max_new_tokens, cfg.batch_size, progress=bar, engine=engine_for(cfg.mode))
-            timed.items, timed.tokens = len(gens), sum(g.n_new_tokens for g in gens)
-        save(part, gens)
+    vllm = {"model_path": loaded.info["ref"], "revision": loaded.info.get("requested_revision"),
+            "tensor_parallel_size": cfg.tensor_parallel_size} if cfg.backend == "vllm" else {}
+    backend = generator_for(cfg.mode, cfg.backend, **vllm)
+    try:
+        for start in range(0, len(order), chunk):
+            part = [todo[i] for i in order[start : start + chunk]]
+            with stage("generation") as timed:
+                gens = generate(loaded.model, loaded.tokenizer, [p.prompt for p in part], cfg.protocol,
+                                cfg.max_new_tokens, cfg.batch_size, progress=bar, engine=backend)
+                timed.items, timed.tokens = len(gens), sum(g.n_new_tokens for g in gens)
+            save(part, gens)
+    finally:
+        backend.close()
 
 
 def score_all(cfg: EvalConfig, out: Path, prompts: list[hdata.EvalPrompt], refs: list[ModelRef], device: str,

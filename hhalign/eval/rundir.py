@@ -1,19 +1,45 @@
-"""A run folder as a small database: its file names, the settings its records belong to, and the checks that keep
-one folder from mixing two runs."""
+"""A run folder as a small database: the settings its records belong to, a lock for its one writer, and the checks
+that keep one folder from mixing two runs.
+
+The order is what makes a refusal harmless: :func:`open_run` first checks everything against the folder while
+reading only; then it creates the folder, takes the lock (a second writer is refused), repairs torn tails of the logs
+(a killed write), checks again under the lock, and only then records the run's settings in ``run.json``.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from .. import data as hdata
 from ..errors import HHAlignError
-from ..files import write_json, write_jsonl
+from ..files import read_json, read_log, repair_torn_tail, write_json, write_jsonl
 from ..refs import ModelRef
 from .config import EvalConfig
 from .judges import judges_fingerprint
 from .schema import FILES
+
+logger = logging.getLogger(__name__)
+
+LOGS = ("generations", "responses")
+# The options behind each fingerprint key, named in a refusal in the user's own words ("--limit was 25, now 10").
+FINGERPRINT_OPTIONS = {
+    "prompts_sha256": ("prompt_set", "dataset", "split", "n_per_category", "seed", "limit"),
+    "device_type": ("device",),
+    "reward_batch_size": ("reward_batch_size", "batch_size"),
+    "inputs_sha256": ("from_responses",),
+}
+# Settings that only change the rewards: free to change while no response has been scored.
+SCORING_KEYS = ("reward_model", "reward_max_length", "reward_batch_size")
+# The options recorded in run.json as the user gave them.
+GENERATED_OPTIONS = ("models", "reward_model", "prompt_set", "dataset", "split", "n_per_category", "seed", "limit",
+                     "protocol", "max_new_tokens", "batch_size", "reward_batch_size", "reward_max_length", "dtype",
+                     "mode", "device", "backend")
+IMPORTED_OPTIONS = ("from_responses", "limit")
 
 
 def prepare_out(out: str | Path) -> Path:
@@ -36,6 +62,16 @@ def prompts_digest(prompts: list[hdata.EvalPrompt]) -> str:
     return digest.hexdigest()
 
 
+def inputs_digest(paths: Sequence[str]) -> str:
+    """SHA-256 over the bytes of the files ``--from_responses`` reads (a folder: its JSON files by name)."""
+    digest = hashlib.sha256()
+    for given in paths:
+        path = Path(given)
+        for file in sorted(path.glob("*.json")) if path.is_dir() else [path]:
+            digest.update(file.name.encode() + b"\0" + hashlib.sha256(file.read_bytes()).digest())
+    return digest.hexdigest()
+
+
 def run_fingerprint(cfg: EvalConfig, prompts: list[hdata.EvalPrompt], device: str) -> dict:
     """The settings that change records; a folder's records may only be extended under the same fingerprint."""
     return {
@@ -47,30 +83,144 @@ def run_fingerprint(cfg: EvalConfig, prompts: list[hdata.EvalPrompt], device: st
         "dtype": cfg.dtype,
         # fp32 is how every run before --mode existed was made: left out so such folders still resume.
         **({"mode": cfg.mode} if cfg.mode != "fp32" else {}),
+        **({"backend": cfg.backend} if cfg.backend != "engine" else {}),  # likewise for runs before --backend
         "device_type": device.split(":")[0],
         "batch_size": cfg.batch_size,
         "reward_batch_size": cfg.reward_batch_size or cfg.batch_size,
     }
 
 
-def check_resume(out: Path, fingerprint: dict, refs: list[ModelRef]) -> dict:
-    """Refuse to mix settings or to reuse a model name for another reference; return the saved run state."""
+def imported_fingerprint(cfg: EvalConfig) -> dict:
+    """What a ``--from_responses`` run's records come from: the input files' contents and --limit."""
+    return {"source": "from_responses", "inputs_sha256": inputs_digest(cfg.from_responses), "limit": cfg.limit}
+
+
+def user_options(cfg: EvalConfig) -> dict:
+    """The options that define a run, as the user gave them (for refusals in the user's own words)."""
+    names = IMPORTED_OPTIONS if cfg.from_responses else GENERATED_OPTIONS
+    return {name: getattr(cfg, name) for name in names}
+
+
+def read_state(out: Path) -> dict | None:
+    """The folder's run.json, None when there is none; a damaged one is a one-line error."""
     path = out / FILES["run"]
-    state = json.loads(path.read_text()) if path.exists() else {"fingerprint": fingerprint, "models": {}}
-    old = state["fingerprint"]
-    changed = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+    if not path.exists():
+        return None
+    state = read_json(path, "run state", "it was damaged (an edit or a failed copy): restore it, or use a new --out "
+                      "folder")
+    if not isinstance(state, dict) or not isinstance(state.get("fingerprint"), dict) or not isinstance(
+            state.get("models", {}), dict):
+        raise HHAlignError(f"run state {str(path)!r} lacks its fingerprint and models: restore it, or use a new "
+                           "--out folder")
+    return state
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value) or "none"
+    return str(value)
+
+
+def describe_change(key: str, old: Mapping, new: Mapping, old_options: Mapping, new_options: Mapping) -> list[str]:
+    """One changed setting in the user's words: the options behind ``key`` that differ, else the key itself."""
+    names = FINGERPRINT_OPTIONS.get(key, (key,))
+    changed = [n for n in names if n in old_options and old_options.get(n) != new_options.get(n)]
     if changed:
-        detail = ", ".join(f"{k}: {old.get(k)!r} -> {fingerprint.get(k)!r}" for k in changed)
-        raise HHAlignError(f"--out {str(out)!r} holds a run with other settings ({detail}); use a new --out folder "
+        return [f"--{n} was {_show(old_options[n])}, now {_show(new_options.get(n))}" for n in changed]
+    if key == "prompts_sha256":
+        return ["the prompts differ (the prompt file or the dataset changed)"]
+    if key == "inputs_sha256":
+        return ["the records files' contents differ"]
+    return [f"--{key} was {_show(old.get(key))}, now {_show(new.get(key))}"]
+
+
+def _recorded(out: Path) -> dict[str, set[str]]:
+    """Model names with records in each log (complete lines only)."""
+    return {name: {str(r.get("model")) for r in read_log(out / FILES[name])} for name in LOGS}
+
+
+def check_folder(out: Path, fingerprint: dict, options: dict, refs: Sequence[ModelRef] = (),
+                 only: Sequence[str] | None = None) -> dict:
+    """Refuse to mix settings or reuse a model name for another reference; reads only. Returns the state to record.
+
+    A folder without records takes new settings (a run that failed before its first record lost nothing); one with
+    generations but no scores takes a new reward model. ``only`` limits the comparison to those keys.
+    """
+    state = read_state(out)
+    recorded = _recorded(out) if out.is_dir() else {name: set() for name in LOGS}
+    if state is None:
+        if any(recorded.values()) or (out / FILES["metrics"]).exists():
+            raise HHAlignError(f"--out {str(out)!r} holds results without a run.json (another tool's, or an old "
+                               "hhalign's): use a new --out folder")
+        return {"fingerprint": fingerprint, "options": options, "models": {r.name: str(r) for r in refs}}
+    old = state["fingerprint"]
+    if old.get("source") != fingerprint.get("source"):
+        held = "records imported with --from_responses" if old.get("source") else "a run generated from models"
+        raise HHAlignError(f"--out {str(out)!r} holds {held}; this run would mix its records with them: use a new "
+                           "--out folder")
+    keys = set(only) if only is not None else set(old) | set(fingerprint)
+    if not fingerprint.get("source"):  # generated: what no record depends on yet may change
+        if not any(recorded.values()):
+            keys = set()
+        elif not recorded["responses"]:
+            keys -= set(SCORING_KEYS)
+    changed = sorted(k for k in keys if old.get(k) != fingerprint.get(k))
+    if changed:
+        parts = [d for k in changed for d in describe_change(k, old, fingerprint, state.get("options", {}), options)]
+        detail = "; ".join(dict.fromkeys(parts))
+        raise HHAlignError(f"--out {str(out)!r} holds a run with other settings ({detail}): use a new --out folder, "
                            "or the same settings to resume")
+    models = dict(state.get("models", {}))
     for ref in refs:
-        saved = state["models"].get(ref.name)
-        if saved is not None and saved != str(ref):
+        saved = models.get(ref.name)
+        if saved is not None and saved != str(ref) and ref.name in recorded["generations"] | recorded["responses"]:
             raise HHAlignError(f"--out {str(out)!r} already has model {ref.name!r} = {saved!r}, not {str(ref)!r}; "
                                "give this model another name or use a new --out folder")
-        state["models"][ref.name] = str(ref)
-    write_json(path, state)
-    return state
+        models[ref.name] = str(ref)
+    new_state = {**state, "fingerprint": fingerprint, "options": options, "models": models}
+    if any(old.get(k) != fingerprint.get(k) for k in SCORING_KEYS):
+        new_state.pop("reward_info", None)  # the reward model changed before anything was scored
+    return new_state
+
+
+@contextmanager
+def lock(out: Path) -> Iterator[None]:
+    """Hold the folder's lock while the block runs; a folder another process holds is refused at once."""
+    from filelock import FileLock, Timeout
+
+    path = out / FILES["lock"]
+    held = FileLock(str(path), timeout=0)
+    try:
+        held.acquire()
+    except Timeout:
+        raise HHAlignError(f"--out {str(out)!r} is in use by another evaluator (it holds {path.name}): wait for it "
+                           "to finish, or use another --out folder") from None
+    try:
+        yield
+    finally:
+        held.release()
+
+
+@contextmanager
+def open_run(out_option: str, fingerprint: dict, options: dict, refs: Sequence[ModelRef] = (),
+             only: Sequence[str] | None = None) -> Iterator[Path]:
+    """The run folder, checked, locked, repaired and with its settings in run.json (not when ``only`` limits the
+    check: a partial fingerprint is not a run's); see the module docstring for the order. Nothing is written before
+    every check has passed."""
+    out = Path(out_option).expanduser()
+    check_folder(out, fingerprint, options, refs, only)
+    prepare_out(out)
+    with lock(out):
+        for name in LOGS:
+            if repair_torn_tail(out / FILES[name]):
+                logger.warning(f"{out / FILES[name]}: removed a torn last line (a killed write); that record is "
+                               "made again")
+        state = check_folder(out, fingerprint, options, refs, only)  # another writer may have finished meanwhile
+        if only is None:
+            write_json(out / FILES["run"], state)
+        yield out
 
 
 def write_prompts(out: Path, prompts: list[hdata.EvalPrompt]) -> Path:

@@ -8,7 +8,6 @@ The card is the one place a pushed checkpoint's numbers live: the registry and m
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from ..eval.schema import METRIC_CATEGORY, METRIC_KEYS, METRIC_NAMES, Metrics, M
 from ..files import ASSETS_DIR
 from ..fmt import with_ci
 from ..refs import is_hub_id
+from ..secrets import redact_text
 from .registry import ROLE_TEXT
 from .sources import RATE_SUBSETS, data_source, licence_for, prompt_source, root_base
 
@@ -29,8 +29,14 @@ TEMPLATE = ASSETS_DIR / "model_card.md.j2"
 LOSS_PLOT = "loss.png"
 TASK_NAME = "Harmlessness and helpfulness (reward-model judged)"
 RESULTS_SOURCE = "hhalign evaluation results"
-# What a checkpoint folder holds besides the model: resumable checkpoints and pickled arguments stay local.
-STAGE_SKIP = re.compile(r"^(checkpoint-\d+|runs|training_args\.bin|README\.md|hhalign_push\.json|.*\.tmp)$")
+# What of a checkpoint folder is uploaded (an allowlist): weights as safetensors, configs, tokenizer files, the run
+# record and the losses. Resumable checkpoints, pickles (training_args.bin holds every argument), logs and anything
+# else a user left in the folder stay local; README.md is written afresh.
+STAGE_FILES = re.compile(
+    r"^(config\.json|generation_config\.json|(model|adapter_model)(-\d+-of-\d+)?\.safetensors|model\.safetensors"
+    r"\.index\.json|adapter_config\.json|tokenizer\.json|tokenizer_config\.json|special_tokens_map\.json|"
+    r"added_tokens\.json|vocab\.json|merges\.txt|(spm|tokenizer|sentencepiece\.bpe)\.model|chat_template\.jinja|"
+    r"hhalign_train\.json|losses\.csv|losses\.json|loss\.png)$")
 FRAMEWORKS = (("hhalign", "hhalign"), ("TRL", "trl"), ("Transformers", "transformers"), ("PEFT", "peft"),
               ("PyTorch", "torch"), ("Datasets", "datasets"), ("Tokenizers", "tokenizers"),
               ("Accelerate", "accelerate"), ("huggingface_hub", "huggingface_hub"), ("Python", "python"))
@@ -115,14 +121,19 @@ def registry_metrics(results: list, source: str) -> dict | None:
 
 
 def read_run_record(checkpoint: str | Path) -> dict:
+    """The run record of a training output folder (``hhalign_train.json``); one-line errors when absent or damaged."""
+    from ..files import read_json
+
     path = Path(checkpoint) / RUN_FILE
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not path.exists():
         raise HHAlignError(f"{checkpoint} has no {RUN_FILE}: only folders written by training/sft.py or "
-                           "training/dpo.py can be published with a card") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise HHAlignError(f"{path} cannot be read ({exc})") from None
+                           "training/dpo.py can be published with a card")
+    record = read_json(path, "the run record", "a killed write or an edit damaged it; delete it and run the same "
+                       "training command again (it resumes from the last complete checkpoint)")
+    if not isinstance(record, dict):
+        raise HHAlignError(f"the run record {str(path)!r} is not a JSON object: delete it and run the same training "
+                           "command again")
+    return record
 
 
 def card_base_model(record: dict, base_model_hub_id: str | None = None) -> str | None:
@@ -189,7 +200,8 @@ def card_context(record: dict, checkpoint: Path, name: str, base: str | None, st
         "train_data": train_data, "split": data.get("split"),
         "subsets": [f"{k} ({v} rows)" for k, v in (data.get("subsets") or {}).items()],
         "examples": data.get("examples"), "format": data.get("format"), "filters": filters,
-        "command": record.get("command"), "precision_note": record.get("precision_note"),
+        "command": redact_text(record["command"]) if record.get("command") else None,
+        "precision_note": record.get("precision_note"),
         "recipe": [(k, v) for k, v in (record.get("recipe") or {}).items() if v is not None],
         "loss": loss if loss.get("logged_steps") else None, "timing": timing,
         "loss_plot": LOSS_PLOT if (checkpoint / LOSS_PLOT).is_file() else None,

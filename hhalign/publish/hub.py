@@ -3,7 +3,6 @@ calls, and the registry entry read back from the card that was uploaded."""
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -12,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import HHAlignError
+from ..files import read_json, write_json
 from ..refs import is_hub_id
+from ..secrets import check_no_secrets, known_tokens
 from .card import (
     CARD_FILE,
     MERGED_DIR,
     PUSH_FILE,
-    STAGE_SKIP,
+    STAGE_FILES,
     build_card,
     check_metrics_match,
     read_run_record,
@@ -93,7 +94,8 @@ def staging_for(staging: str | Path, repo_type: str, repo_id: str) -> Path:
 
 def stage_checkpoint(checkpoint: str | Path, staging: str | Path, *, base_model_hub_id: str | None = None,
                      merge_adapter: bool = False) -> Path:
-    """Copy what a Hub repo needs (weights, config, tokenizer, run record, losses) into ``staging``.
+    """Copy what a Hub repo needs (weights, config, tokenizer, run record, losses: :data:`STAGE_FILES`) into
+    ``staging``; nothing else, and never a symbolic link (its target may be anything).
 
     An adapter trained on a local folder names that folder as its base; the staged copy names ``base_model_hub_id``
     instead, which must hold the same weights. With ``merge_adapter`` the merged model goes to ``merged/``.
@@ -101,19 +103,23 @@ def stage_checkpoint(checkpoint: str | Path, staging: str | Path, *, base_model_
     src, dst = Path(checkpoint), Path(staging)
     dst.mkdir(parents=True, exist_ok=True)
     for item in sorted(src.iterdir()):
-        if STAGE_SKIP.match(item.name) or item.is_dir():
+        if not STAGE_FILES.match(item.name) or item.is_dir():
+            continue
+        if item.is_symlink():
+            logger.warning(f"not uploading {item.name}: it is a symbolic link (copy the file itself there to "
+                           "publish it)")
             continue
         shutil.copy2(item, dst / item.name)
     adapter_cfg = dst / "adapter_config.json"
     if adapter_cfg.exists():
-        cfg = json.loads(adapter_cfg.read_text(encoding="utf-8"))
+        cfg = read_json(adapter_cfg, "adapter config", "restore the adapter's adapter_config.json")
         current = cfg.get("base_model_name_or_path")
         if base_model_hub_id:
             cfg["base_model_name_or_path"] = base_model_hub_id
         elif not is_hub_id(current):
             raise HHAlignError(f"the adapter in {checkpoint} names the local folder {current!r} as its base: pass "
                                "--base_model_hub_id org/name (that base, pushed) so others can load it")
-        adapter_cfg.write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+        write_json(adapter_cfg, cfg)
         if merge_adapter:
             _write_merged(src, dst / MERGED_DIR)
     elif merge_adapter:
@@ -176,7 +182,7 @@ def push_checkpoint(checkpoint: str | Path, hub_model_id: str, *, token: str | N
         result.update(upload_repo(staged, hub_model_id, "model", token, private,
                                   f"hhalign: {record.get('role') or record.get('kind')} checkpoint"
                                   + (" with evaluation" if metrics else "")))
-    (checkpoint / PUSH_FILE).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_json(checkpoint / PUSH_FILE, result)
     logger.info(f"pushed {checkpoint} to https://huggingface.co/{result['repo_id']}")
     return result
 
@@ -190,9 +196,11 @@ def check_repo_id(repo_id: str | None, option: str = "--hub_model_id") -> None:
 
 def upload_repo(folder: Path, repo_id: str, repo_type: str, token: str | None, private: bool, message: str,
                 api: Any = None, create: bool = True) -> dict:
-    """``create_repo(exist_ok=True)`` (unless done) then ``upload_folder`` of a staged folder; one-line errors."""
+    """``create_repo(exist_ok=True)`` (unless done) then ``upload_folder`` of a staged folder; one-line errors. Every
+    staged file is scanned for tokens first."""
     from huggingface_hub import HfApi
 
+    check_no_secrets([folder / f for f in staged_files(folder)], folder, known_tokens(token))
     api = api or HfApi(token=token)
     try:
         if create:
@@ -244,6 +252,14 @@ class PushConfig:
                 "registry."})
     staging: str | None = field(default=None, metadata={
         "help": "Folder the repo is staged in (kept). Needed with --dry_run; otherwise a temporary folder."})
+
+    def __post_init__(self) -> None:
+        from ..config import refuse_unused
+
+        refuse_unused(self, not self.registry_name, "without --registry_name", "no registry entry is written",
+                      ["role"])
+        refuse_unused(self, not self.metrics_json, "without --metrics_json", "no metrics are read",
+                      ["metrics_model"])
 
 
 def main(cfg: PushConfig) -> dict:

@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import HHAlignError
-from ..files import ASSETS_DIR, CHECKOUT_DIR
+from ..files import ASSETS_DIR, CHECKOUT_DIR, write_json, write_text
+from ..secrets import redact_text
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def load_registry(path: str | Path = REGISTRY_PATH) -> list[RegistryEntry]:
 
 
 def save_registry(entries: list[RegistryEntry], path: str | Path = REGISTRY_PATH) -> None:
-    Path(path).write_text(json.dumps({"models": [asdict(e) for e in entries]}, indent=2) + "\n", encoding="utf-8")
+    write_json(path, {"models": [asdict(e) for e in entries]})
 
 
 def published_models(path: str | Path = REGISTRY_PATH) -> list[str]:
@@ -97,7 +98,7 @@ def render_models_md(entries: list[RegistryEntry]) -> str:
         how = (e.metrics or {}).get("protocol", "") if e.metrics else ""
         lines.append(
             f"| {e.name} | {e.role} | {hub} | {f'`{e.recipe}`' if e.recipe else '-'} | "
-            f"{f'`{e.command}`' if e.command else '-'} | {_metric(e, 'HmR')} | {_metric(e, 'HpR')} | "
+            f"{f'`{redact_text(e.command)}`' if e.command else '-'} | {_metric(e, 'HmR')} | {_metric(e, 'HpR')} | "
             f"{_metric(e, 'CAS')} | {how or '-'} |"
         )
     lines += ["", "Descriptions:", ""] + [f"- **{e.name}**: {e.description}" for e in entries if e.description]
@@ -105,9 +106,7 @@ def render_models_md(entries: list[RegistryEntry]) -> str:
 
 
 def write_models_md(path: str | Path, registry_path: str | Path = REGISTRY_PATH) -> Path:
-    path = Path(path)
-    path.write_text(render_models_md(load_registry(registry_path)), encoding="utf-8")
-    return path
+    return write_text(path, render_models_md(load_registry(registry_path)))
 
 
 def _registry_paths(registry_path: str | Path | None, models_md: str | Path | None) -> tuple[Path, Path]:
@@ -126,7 +125,8 @@ def update_registry(name: str, *, role: str, ref: str, metrics: dict | None, rec
         entries.append(entry)
     entry.ref, entry.metrics = ref, metrics
     entry.recipe = recipe or entry.recipe
-    entry.command = command or entry.command
+    # The command was redacted when it was recorded; redacted again here because the registry is published.
+    entry.command = redact_text(command) if command else entry.command
     save_registry(entries, registry)
     write_models_md(md, registry)
     logger.info(f"registry: {name} = {ref}; {md} updated")

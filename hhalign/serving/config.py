@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
+from ..config import check_device, check_positive
 from ..errors import HHAlignError
 from ..refs import DEFAULT_REWARD_MODEL, parse_model_ref
 from .arena import VoteStore, hub_store
@@ -47,8 +49,8 @@ class SpaceConfig:
     cache_dir: str = field(default_factory=_default_cache, metadata={
         "help": "Where --demo builds its tiny models and results (reused on later launches)."})
     device: str = field(default="auto", metadata={"help": "auto (CUDA when present), cpu, cuda or cuda:N."})
-    dtype: str = field(default="auto", metadata={"help": "auto (bfloat16 on capable GPUs, else float32), float32, "
-                                                         "bfloat16 or float16."})
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(default="auto", metadata={
+        "help": "auto (bfloat16 on capable GPUs, else float32), float32, bfloat16 or float16."})
     memory_budget_gb: float = field(default=8.0, metadata={
         "help": "Weights kept loaded at once (GB); least recently used models are dropped beyond it."})
     max_new_tokens: int = field(default=256, metadata={"help": "Most new tokens a visitor may ask for."})
@@ -77,6 +79,19 @@ class SpaceConfig:
     port: int = field(default_factory=lambda: int(_env("GRADIO_SERVER_PORT", "7860")), metadata={
         "help": "Port to serve on."})
 
+    def __post_init__(self) -> None:
+        check_device(self.device)
+        check_positive(self, {"max_new_tokens": "tokens", "default_new_tokens": "tokens",
+                              "max_input_chars": "characters", "queue_size": "requests", "concurrency": "generations",
+                              "max_sessions": "sessions", "gpu_duration": "seconds"})
+        if self.default_new_tokens > self.max_new_tokens:
+            raise HHAlignError(f"--default_new_tokens {self.default_new_tokens} must be between 1 and "
+                               f"--max_new_tokens {self.max_new_tokens}")
+        if not self.memory_budget_gb > 0:
+            raise HHAlignError(f"--memory_budget_gb must be positive, got {self.memory_budget_gb}")
+        if not 0 <= self.port <= 65535:
+            raise HHAlignError(f"--port must be between 0 and 65535, got {self.port}")
+
     def hub_votes(self) -> tuple[str, str] | None:
         """(dataset, token) when votes go to the Hub: a token and a dataset (given or derived from the Space)."""
         import os
@@ -95,11 +110,6 @@ class SpaceConfig:
 
     @property
     def limits(self) -> Limits:
-        if not 1 <= self.default_new_tokens <= self.max_new_tokens:
-            raise HHAlignError(f"--default_new_tokens {self.default_new_tokens} must be between 1 and "
-                               f"--max_new_tokens {self.max_new_tokens}")
-        if self.max_input_chars < 1:
-            raise HHAlignError(f"--max_input_chars must be positive, got {self.max_input_chars}")
         return Limits(max_input_chars=self.max_input_chars, max_new_tokens=self.max_new_tokens,
                       default_new_tokens=self.default_new_tokens)
 
@@ -137,10 +147,6 @@ def build_backend(cfg: SpaceConfig, app_dir: str | Path | None = None) -> Backen
     from ..eval.results import ensure_demo_results, resolve_results_source
 
     limits = cfg.limits
-    if cfg.concurrency < 1 or cfg.queue_size < 1 or cfg.max_sessions < 1:
-        raise HHAlignError("--concurrency, --queue_size and --max_sessions must be at least 1")
-    if cfg.memory_budget_gb <= 0:
-        raise HHAlignError(f"--memory_budget_gb must be positive, got {cfg.memory_budget_gb}")
     results = resolve_results_source(cfg.results) if cfg.results else None
     if results is not None and not (results / "metrics.json").is_file():
         raise HHAlignError(f"--results {cfg.results!r} has no metrics.json: run python batch/eval.py --out "

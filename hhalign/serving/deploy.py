@@ -131,8 +131,54 @@ def _prepare(out: Path) -> None:
     prepare_staging(out, MARKER, "space/deploy.py")
 
 
-def stage(out_dir: str | Path, results: str | Path | None = None, space_dir: Path | None = None) -> Staged:
-    """Copy what the Space runs into ``out_dir``: app.py, README.md, requirements.txt, hhalign/ and results/."""
+# What of the package the Space gets (an allowlist, relative to hhalign/): its modules and the package data that
+# pyproject.toml ships (a test keeps the two in step). Nothing else a checkout may hold there is uploaded.
+PACKAGE_PATTERNS = ("*.py", "assets/*.json", "assets/*.jsonl", "assets/*.txt", "assets/*.j2", "assets/*.md")
+# Folders never entered: caches, build metadata, virtual environments.
+_SKIP_DIRS = ("__pycache__", "*.egg-info", "site-packages", "node_modules")
+
+
+def _shippable(path: Path, root: Path) -> bool:
+    """Whether a file may be uploaded: no dotfile (.env, .hf_token) and no symbolic link (its target could be any
+    file on this machine), warned about so nothing is dropped silently."""
+    rel = path.relative_to(root)
+    if any(part.startswith(".") for part in rel.parts):
+        return False
+    if path.is_symlink():
+        logger.warning(f"not staging {path}: it is a symbolic link (copy the file itself there to ship it)")
+        return False
+    return path.is_file()
+
+
+def package_files(package_dir: Path) -> list[Path]:
+    """The files of the package a Space needs (:data:`PACKAGE_PATTERNS`), relative to ``package_dir``: never a
+    dotfile or dot-folder, a symbolic link, a cache or a virtual environment (a folder with pyvenv.cfg)."""
+    import fnmatch
+    import os
+    from pathlib import PurePosixPath
+
+    found = []
+    for root, dirs, files in os.walk(package_dir):
+        here = Path(root)
+        for name in list(dirs):
+            sub = here / name
+            skip = (name.startswith(".") or any(fnmatch.fnmatch(name, p) for p in _SKIP_DIRS)
+                    or (sub / "pyvenv.cfg").exists())
+            if sub.is_symlink() and not skip:
+                logger.warning(f"not staging {sub}: it is a symbolic link to a folder")
+            if skip or sub.is_symlink():
+                dirs.remove(name)
+        for name in files:
+            rel = PurePosixPath((here / name).relative_to(package_dir).as_posix())
+            if any(rel.match(p) for p in PACKAGE_PATTERNS) and _shippable(here / name, package_dir):
+                found.append(Path(rel))
+    return sorted(found)
+
+
+def stage(out_dir: str | Path, results: str | Path | None = None, space_dir: Path | None = None,
+          package_dir: Path | None = None) -> Staged:
+    """Copy what the Space runs into ``out_dir``: app.py, README.md, requirements.txt, the package's files
+    (:func:`package_files`) as hhalign/, and results/."""
     out = Path(out_dir).expanduser().resolve()
     res = Path(results).expanduser() if results else None
     if res is not None and not (res / "metrics.json").is_file():
@@ -149,13 +195,15 @@ def stage(out_dir: str | Path, results: str | Path | None = None, space_dir: Pat
             (out / name).write_text(text, encoding="utf-8")
         else:
             shutil.copy2(space_dir / name, out / name)
-    shutil.copytree(PACKAGE_DIR, out / "hhalign",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+    for rel in package_files(package_dir or PACKAGE_DIR):
+        (out / "hhalign" / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2((package_dir or PACKAGE_DIR) / rel, out / "hhalign" / rel)
     if res is not None:
         (out / "results").mkdir()
         for pattern in RESULT_PATTERNS:
             for path in sorted(res.glob(pattern)):
-                shutil.copy2(path, out / "results" / path.name)
+                if _shippable(path, res):
+                    shutil.copy2(path, out / "results" / path.name)
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != MARKER)
     return Staged(out, files)
 
@@ -183,8 +231,16 @@ def _hub_error(space_id: str, exc: BaseException) -> HHAlignError:
 
 def upload(staged: Staged, space_id: str, token: str | None = None, private: bool = False,
            space_args: str | None = None, api: Any = None) -> str:
-    """Create the Space if needed and replace its code and results with the staged folder; returns its URL."""
+    """Create the Space if needed and replace its code and results with the staged folder; returns its URL. Every
+    staged file is scanned for tokens first (a Space is public by default)."""
+    from ..secrets import check_no_secrets, find_secrets, known_tokens
+
     check_space_id(space_id)
+    known = known_tokens(token)
+    check_no_secrets([staged.path / f for f in staged.files], staged.path, known)
+    if space_args and (find_secrets(space_args) or any(k in space_args for k in known)):
+        raise HHAlignError("refusing to upload: --space_args holds a token, and Space variables are public; pass "
+                           "secrets as Space secrets in the Space's settings instead")
     if api is None:
         from huggingface_hub import HfApi
 

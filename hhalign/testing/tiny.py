@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..files import ASSETS_DIR
+from ..files import ASSETS_DIR, write_json
 from ..loading import quiet_peft
 from . import builders
 from .builders import TINY_DEBERTA, TINY_OPT, build_policy, build_reward
@@ -120,7 +120,7 @@ def _corpus_sha256() -> str:
 
 def _write_marker(folder: Path, kind: str, extra: dict | None = None) -> None:
     marker = {"version": TINY_VERSION, "kind": kind, "corpus_sha256": _corpus_sha256(), **(extra or {})}
-    (folder / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+    write_json(folder / MARKER_FILE, marker)
 
 
 def _move_into_place(src: Path, dst: Path, files: Sequence[str]) -> None:

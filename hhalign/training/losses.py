@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..files import write_json
+from ..files import atomic_path, write_json
 from .config import LOSS_CSV, LOSS_JSON, LOSS_PNG
 
 
+def _finite(value: float) -> float | None:
+    """A logged number, or None for NaN/infinity (a diverged step): JSON has no NaN, and None is written as null."""
+    return value if isinstance(value, int) or math.isfinite(value) else None
+
+
 def loss_rows(log_history: Sequence[dict]) -> list[dict]:
-    """The per-step training logs (those with a ``loss``), one row per step, last write wins."""
+    """The per-step training logs (those with a ``loss``), one row per step, last write wins; non-finite values
+    (a diverged step) are None."""
     by_step: dict[int, dict] = {}
     for entry in log_history:
         if "loss" in entry and "step" in entry:
-            by_step[int(entry["step"])] = {k: v for k, v in entry.items() if isinstance(v, (int, float))}
+            by_step[int(entry["step"])] = {k: _finite(v) for k, v in entry.items()
+                                           if isinstance(v, (int, float)) and not isinstance(v, bool)}
     return [by_step[s] for s in sorted(by_step)]
 
 
@@ -25,8 +33,8 @@ def write_loss_files(output_dir: str | Path, log_history: Sequence[dict], plot: 
     out = Path(output_dir)
     rows = loss_rows(log_history)
     keys = ["step", "epoch", "loss"] + sorted({k for r in rows for k in r} - {"step", "epoch", "loss"})
-    with open(out / LOSS_CSV, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys)
+    with atomic_path(out / LOSS_CSV) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)  # None (a non-finite value) is an empty cell
         writer.writeheader()
         writer.writerows(rows)
     write_json(out / LOSS_JSON, rows)
@@ -37,44 +45,49 @@ def write_loss_files(output_dir: str | Path, log_history: Sequence[dict], plot: 
 
 
 def plot_losses(rows: Sequence[dict], path: Path, title: str = "") -> Path:
-    import matplotlib
+    from ..eval.plots import pyplot, save_figure, tex_safe
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     dpo = any("rewards/margins" in r for r in rows)
     fig, axes = plt.subplots(1, 2 if dpo else 1, figsize=(10 if dpo else 6, 3.6), squeeze=False)
     steps = [r["step"] for r in rows]
     ax = axes[0][0]
-    ax.plot(steps, [r["loss"] for r in rows], marker="." if len(rows) < 50 else None)
+    ax.plot(steps, [_nan(r["loss"]) for r in rows], marker="." if len(rows) < 50 else None)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss")
     ax.grid(alpha=0.3)
     if dpo:
         ax2 = axes[0][1]
-        ax2.plot(steps, [r.get("rewards/margins", float("nan")) for r in rows], label="reward margin")
-        ax2.plot(steps, [r.get("rewards/accuracies", float("nan")) for r in rows], label="reward accuracy")
+        ax2.plot(steps, [_nan(r.get("rewards/margins")) for r in rows], label="reward margin")
+        ax2.plot(steps, [_nan(r.get("rewards/accuracies")) for r in rows], label="reward accuracy")
         ax2.set_xlabel("optimizer step")
         ax2.legend()
         ax2.grid(alpha=0.3)
-    fig.suptitle(title or "training loss")
+    fig.suptitle(tex_safe(title) or "training loss")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
+def _nan(value: float | None) -> float:
+    return float("nan") if value is None else value
+
+
 def loss_summary(log_history: Sequence[dict]) -> dict:
-    rows = loss_rows(log_history)
+    """First, last, lowest and late-mean loss over the finite logged losses; ``nonfinite_steps`` counts the others."""
+    rows = [r for r in loss_rows(log_history) if r["loss"] is not None]
     losses = [r["loss"] for r in rows]
     summary: dict = {"logged_steps": len(rows)}
+    skipped = len(loss_rows(log_history)) - len(rows)
+    if skipped:
+        summary["nonfinite_steps"] = skipped
     if losses:
         tail = losses[-max(1, len(losses) // 10):]
         summary.update(first_step=rows[0]["step"], last_step=rows[-1]["step"], first=losses[0], last=losses[-1],
                        min=min(losses), mean_last_10pct=sum(tail) / len(tail))
     final = next((e for e in reversed(log_history) if "train_loss" in e), None)
     if final:
-        summary["train_loss"] = final["train_loss"]
+        summary["train_loss"] = _finite(final["train_loss"])
     return summary
 
 

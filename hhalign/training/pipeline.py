@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import shlex
@@ -75,6 +76,18 @@ class PipelineConfig:
     demo_steps: int = field(default=8, metadata={"help": "Optimizer steps per stage in --demo."})
 
     def __post_init__(self) -> None:
+        from ..config import check_positive, find_config, refuse_unused
+
+        check_positive(self, {"max_samples": "rows", "max_steps": "steps", "demo_steps": "steps"})
+        for option in ("sft_recipe", "dpo_recipe", "sft_dpo_recipe"):
+            find_config(getattr(self, option), f"--{option}")
+        refuse_unused(self, not self.demo, "without --demo", "only the demo uses it", ["demo_steps"])
+        refuse_unused(self, self.demo, "with --demo", "the demo trains its own tiny base model", ["base_model"])
+        refuse_unused(self, not self.push_to_hub, "without --push_to_hub", "no model is published",
+                      ["hub_model_prefix", "merge_adapter", "base_model_hub_id", "registry_path", "models_md"])
+        refuse_unused(self, not (self.push_to_hub or self.push_results_to_hub), "without --push_to_hub or "
+                      "--push_results_to_hub", "nothing is published", ["hub_private_repo"])
+        refuse_unused(self, not self.evaluate, "with --evaluate false", "nothing is evaluated", ["eval_options"])
         self.eval = build_eval_config(self.eval_options)
 
 
@@ -156,15 +169,22 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         tiny = build_tiny(out / "tiny")
         eval_cfg = dataclasses.replace(eval_cfg, reward_model=str(tiny.reward), prompt_set="demo", dataset="",
                                        device="cpu", n_bootstrap=min(eval_cfg.n_bootstrap, 1000))
-        cfg = dataclasses.replace(cfg, base_model=str(tiny.policy), dataset=cfg.dataset or str(DEMO_PAIRS_PATH),
-                                  max_steps=cfg.max_steps or cfg.demo_steps)
+        # A copy, not dataclasses.replace: the user's options were checked; these are the demo's own settings.
+        cfg = copy.copy(cfg)
+        cfg.base_model, cfg.dataset = str(tiny.policy), cfg.dataset or str(DEMO_PAIRS_PATH)
+        cfg.max_steps = cfg.max_steps or cfg.demo_steps
         demo_args = dict(DEMO_OVERRIDES)
     # One base for SFT, DPO and the evaluation: the option, else the SFT recipe's model.
     base = cfg.base_model or parse_args("sft", ["--config", cfg.sft_recipe])[2].model_name_or_path
     if cfg.push_to_hub and _resolve_ref(base) != base and not cfg.base_model_hub_id:
         raise HHAlignError(f"the DPO adapter would name the local folder {base!r} as its base: pass "
                            "--base_model_hub_id org/name (that model on the Hub) or a Hub id as --base_model")
-    out.mkdir(parents=True, exist_ok=True)
+    from ..files import check_writable
+    from ..loading import find_model
+    from ..refs import parse_model_ref
+
+    check_writable(out, "--output_dir")
+    find_model(parse_model_ref(base))  # every stage starts from it: found before any stage writes its folder
     records = {}
     for stage in STAGES:
         argv = stage_argv(cfg, stage, out, base, demo_args)

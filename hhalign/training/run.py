@@ -15,7 +15,9 @@ from typing import Any
 
 from ..cli import current_command
 from ..errors import HHAlignError
+from ..files import check_writable, write_json
 from ..loading import quiet_peft
+from .checkpoints import resume_checkpoint
 from .config import (
     FINGERPRINT_MODEL_KEYS,
     FINGERPRINT_TRAINING_KEYS,
@@ -35,19 +37,10 @@ NEW_DATA_KEYS = ("trim_transcripts", "drop_empty_pairs", "drop_truncated_pairs",
 
 
 def read_record(output_dir: str | Path) -> dict | None:
-    path = Path(output_dir) / RUN_FILE
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise HHAlignError(f"{path} cannot be read ({exc}); delete it to start the run afresh") from None
+    """The run record of ``output_dir``, None when there is none yet; a damaged one is a one-line error."""
+    from ..publish.card import read_run_record
 
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    return read_run_record(output_dir) if (Path(output_dir) / RUN_FILE).exists() else None
 
 
 def _resolve_ref(ref: str | None) -> str | None:
@@ -157,6 +150,10 @@ def _device_name() -> str:
 def check_push_request(training_args: Any, script_args: ScriptArguments, model_args: Any) -> str | None:
     """Validate a push before any training, so a bad id or a missing token costs nothing; returns the token."""
     if not training_args.push_to_hub:
+        from ..config import refuse_unused
+
+        refuse_unused(script_args, True, "without --push_to_hub", "nothing is published",
+                      ["merge_adapter", "metrics_json", "metrics_model"])
         return None
     from ..publish.hub import check_push
 
@@ -177,11 +174,13 @@ def run_training(kind: str, script_args: ScriptArguments, training_args: Any, mo
     _check_kind(kind)
     if not training_args.output_dir:
         raise HHAlignError("no --output_dir: set output_dir in the recipe or on the command line")
-    out = Path(training_args.output_dir).expanduser()
+    out = check_writable(training_args.output_dir, "--output_dir")
     push = bool(training_args.push_to_hub)
     token = check_push_request(training_args, script_args, model_args)
     # Trainer.push_to_hub would upload every checkpoint with TRL's card, which drops eval numbers: we push once.
     training_args.push_to_hub = False
+    # The Trainer pickles its arguments into training_args.bin in every checkpoint: the token must not be among them.
+    training_args.hub_token = None
     if kind == "sft" and script_args.sft_format not in SFT_FORMATS:
         raise HHAlignError(f"unknown --sft_format {script_args.sft_format!r}: use one of {', '.join(SFT_FORMATS)}")
     fp = fingerprint(kind, script_args, training_args, model_args)
@@ -205,11 +204,10 @@ def run_training(kind: str, script_args: ScriptArguments, training_args: Any, mo
 
 def _train(kind: str, script_args: ScriptArguments, training_args: Any, model_args: Any, out: Path, fp: dict,
            command: str | None, callbacks: Sequence[Any], role: str | None) -> dict:
-    from transformers.trainer_utils import get_last_checkpoint
-
     # Cheap checks first: a model that does not exist must fail before minutes of data loading, and data that
     # filter down to nothing before the weights are loaded.
     check_start_model(model_args, training_args.trust_remote_code)
+    resume = resume_checkpoint(out, training_args.resume_from_checkpoint)
     data = build_training_data(kind, script_args, training_args.seed)
     model, tokenizer = load_start_model(model_args, training_args.trust_remote_code)
     logger.info(f"{kind}: {data.info['examples']} examples ({data.info['format']})")
@@ -228,7 +226,6 @@ def _train(kind: str, script_args: ScriptArguments, training_args: Any, model_ar
     if note:
         logger.info(f"note: {note}")
     out.mkdir(parents=True, exist_ok=True)
-    resume = training_args.resume_from_checkpoint or get_last_checkpoint(str(out))
     title = f"{(role or kind).upper()} - {out.name}"
     trainer = build_trainer(kind, model, tokenizer, to_dataset(data.examples), training_args, model_args,
                             [_loss_callback(out, title), *callbacks])
@@ -240,7 +237,7 @@ def _train(kind: str, script_args: ScriptArguments, training_args: Any, model_ar
         "data": data.info, "recipe": recipe_values(training_args, model_args), "precision_note": note,
     }
     if main:
-        _write_json(out / RUN_FILE, record)
+        write_json(out / RUN_FILE, record)
     if resume:
         logger.info(f"resuming from {resume}")
     started = time.perf_counter()
@@ -264,7 +261,7 @@ def _train(kind: str, script_args: ScriptArguments, training_args: Any, model_ar
                 "device": _device_name(), "world_size": training_args.world_size},
         packages=package_versions(), finished=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     )
-    _write_json(out / RUN_FILE, record)
+    write_json(out / RUN_FILE, record)
     from ..publish.card import write_local_card
 
     write_local_card(out)
