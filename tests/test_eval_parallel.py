@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
 
+from conftest import ROOT
 from hhalign.cli import run as cli_run
 from hhalign.eval.config import EvalConfig
 from hhalign.eval.parallel import Shard, merge_shards
@@ -87,9 +87,9 @@ def test_vllm_backend_fails_in_one_line_before_any_work(tiny_models, tmp_path, c
         pytest.skip("vLLM may be usable here")
     pytest.importorskip("transformers")
     out = tmp_path / "vllm"
-    argv = ["--models", f"tiny={tiny_models.policy}", "--reward_model", str(tiny_models.reward), "--prompt_set", "demo",
-            "--limit", "1", "--judge_check", "0", "--backend", "vllm", "--tensor_parallel_size", "2", "--out",
-            str(out)]
+    argv = ["--models", f"tiny={tiny_models.policy}", "--reward_model", str(tiny_models.reward), "--prompt_set",
+            "demo", "--limit", "1", "--judge_check", "0", "--backend", "vllm", "--tensor_parallel_size", "2",
+            "--out", str(out)]
     assert cli_run(lambda cfg: run(cfg), [EvalConfig], argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: --backend vllm needs the vllm package and a CUDA GPU: pip install vllm on a CUDA machine, "
@@ -98,7 +98,7 @@ def test_vllm_backend_fails_in_one_line_before_any_work(tiny_models, tmp_path, c
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--tensor_parallel_size", "2"], "--tensor_parallel_size 2 splits a model over GPUs with vLLM: add --backend vllm"),
+    (["--tensor_parallel_size", "2"], "--tensor_parallel_size 2 splits a model over GPUs with vLLM: add --backend"),
     (["--backend", "vllm", "--mode", "exact"], "--mode exact is the study's loop"),
     (["--backend", "vllm", "--tensor_parallel_size", "0"], "--tensor_parallel_size must be a positive number"),
 ])

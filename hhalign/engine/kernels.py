@@ -179,6 +179,10 @@ def _rows_attention(module: Any, query: Any, key: Any, value: Any, attention_mas
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
     gqa = {"enable_gqa": True} if key.shape[1] != query.shape[1] else {}
+    # The engine keeps the cache in float32 on CPUs (see batched._decode_batch): a bfloat16 model's queries join it
+    # there, and the result goes back to the model's format.
+    dtype = query.dtype
+    query = query.to(key.dtype)
     out = query.new_zeros(query.shape[0], q_len, query.shape[1], query.shape[3])
     past = kv_len - q_len
     for r, s in enumerate(hhalign_row_starts):
@@ -186,7 +190,7 @@ def _rows_attention(module: Any, query: Any, key: Any, value: Any, attention_mas
         o = F.scaled_dot_product_attention(query[r : r + 1, :, q0:], key[r : r + 1, :, s:], value[r : r + 1, :, s:],
                                            is_causal=q_len > 1, scale=scaling, **gqa)
         out[r, q0:] = o[0].transpose(0, 1)
-    return out, None
+    return out.to(dtype), None
 
 
 def _register_rows_attention() -> None:
