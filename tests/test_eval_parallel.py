@@ -46,7 +46,11 @@ def test_two_processes_under_accelerate_launch_share_one_run(tiny_models, tiny_a
     assert len(read_log(out / "generations.jsonl")) == 12 and not (out / "shards").exists()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["settings"]["data_parallel"] == {"processes": 2}
-    assert metrics["models"] == json.loads((single / "metrics.json").read_text())["models"]
+    # The same rates and means; the bootstrap intervals may differ a little, as the records' order does.
+    for name, model in json.loads((single / "metrics.json").read_text())["models"].items():
+        assert {k: metrics["models"][name][k] for k in ("HmR", "HpR", "CAS", "n")} == {
+            k: model[k] for k in ("HmR", "HpR", "CAS", "n")}
+        assert metrics["models"][name]["mean_reward"] == pytest.approx(model["mean_reward"], abs=1e-5)
     # Run again: nothing is redone or duplicated.
     proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

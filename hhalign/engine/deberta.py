@@ -19,6 +19,7 @@ quantized linear layers, called as they are).
 
 from __future__ import annotations
 
+import logging
 import math
 import weakref
 from collections.abc import Callable, Sequence
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .kernels import linear_kernel, onednn_available
+
+logger = logging.getLogger(__name__)
 
 # Pairs at least this long attend head by head (each head's scores stay in cache and oneDNN multiplies 64-wide
 # operands fast); shorter ones in one batched product, where per-call overhead would dominate.
@@ -349,14 +352,41 @@ def _heads_first(rows: Any, dtype: Any) -> list[Any]:
 
 
 # One packed copy per model while the model lives and its weights are unchanged (building one fuses Q, K and V into a
-# new matrix and projects the relative embeddings: about a second for DeBERTa-v3-large).
+# new matrix and projects the relative embeddings: about a second for DeBERTa-v3-large); None where the exactness
+# check failed.
 _PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Tokens of the exactness check: past 128, so DeBERTa's log buckets and the per-head attention path are checked too.
+CHECK_TOKENS = 140
+EXACT = 1e-4
 
 
-def packed_for(model: Any) -> PackedDeberta:
-    """The :class:`PackedDeberta` of ``model``, built on first use and rebuilt when its weights change."""
+def check_exact(packed: PackedDeberta, model: Any) -> float:
+    """Largest |reward difference| between ``packed`` and the model's own forward on two seeded token sequences (one
+    short, one past the log buckets' start)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    rows = [torch.randint(5, model.config.vocab_size, (n,), generator=gen).tolist() for n in (CHECK_TOKENS, 9)]
+    with torch.inference_mode():
+        plain = [model(input_ids=torch.tensor([r])).logits[0, 0].item() for r in rows]
+    return max(abs(a - b) for a, b in zip(plain, packed.rewards([{"input_ids": r} for r in rows])))
+
+
+def packed_for(model: Any) -> PackedDeberta | None:
+    """The :class:`PackedDeberta` of ``model``, built on first use and rebuilt when its weights change; None when a
+    float32 model's packed rewards differ from its own forward by more than 1e-4 (checked once per build: the caller
+    then scores through the model's forward)."""
+    import torch
+
     stamp = tuple((p.data_ptr(), p._version, p.dtype) for p in model.parameters())
     hit = _PACKED.get(model)
     if hit is None or hit[0] != stamp:
-        hit = _PACKED[model] = (stamp, PackedDeberta(model))
+        packed: PackedDeberta | None = PackedDeberta(model)
+        if packed.dtype == torch.float32 and packed.attention_dtype == torch.float32:
+            diff = check_exact(packed, model)
+            if diff > EXACT:
+                logger.warning(f"packed DeBERTa scoring differs from the model's own forward by {diff:.1e} on this "
+                               "machine: scoring through the model's forward instead (slower, same rewards)")
+                packed = None
+        hit = _PACKED[model] = (stamp, packed)
     return hit[1]

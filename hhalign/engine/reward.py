@@ -89,8 +89,9 @@ def score(model: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequenc
 
     rows, full_lengths = get_format(input_format).encode(tokenizer, prompts, responses, max_length)
     lengths = [len(r["input_ids"]) for r in rows]
-    if engine == "engine" and unsupported(model) is None:
-        rewards = packed_for(model).rewards(rows, token_budget or PACKED_TOKENS, batch_size, progress)
+    packed = packed_for(model) if engine == "engine" and unsupported(model) is None else None
+    if packed is not None:
+        rewards = packed.rewards(rows, token_budget or PACKED_TOKENS, batch_size, progress)
         return [Score(r, n, n < full) for r, n, full in zip(rewards, lengths, full_lengths)]
     device = next(model.parameters()).device
     out: list[Score | None] = [None] * len(rows)
@@ -117,6 +118,15 @@ def score(model: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequenc
             if progress is not None:
                 progress.update(len(batch))
     return out  # type: ignore[return-value]
+
+
+def scorer_name(model: Any, engine: str = "engine") -> str:
+    """Which scorer :func:`score` uses for ``model`` with ``engine`` (recorded with results)."""
+    from .deberta import packed_for, unsupported
+
+    if engine in ("engine", "batched") and unsupported(model) is None and packed_for(model) is not None:
+        return "packed"
+    return "loop" if engine == "loop" else "padded"
 
 
 @contextmanager

@@ -50,6 +50,7 @@ class Panel:
             self.results = saved
             return saved
         from ..engine.precision import apply_mode
+        from ..engine.reward import scorer_name
         from ..engine.reward_formats import get_format
         from ..loading import load_reward_model
 
@@ -59,6 +60,7 @@ class Panel:
                 loaded = load_reward_model(judge.ref, device=self.device, dtype=self.cfg.dtype)
                 get_format(judge.input_format).check(loaded.tokenizer, judge.ref.ref)
                 loaded.model, loaded.info["engine"] = apply_mode(loaded.model, self.cfg.mode, self.device)
+                loaded.info["engine"]["scorer"] = scorer_name(loaded.model, loaded.info["engine"]["engine"])
             self.loaded[judge.name] = loaded
             check, rewards = self._check(judge, loaded)
             thresholds, info = resolve_thresholds(judge, self.cfg.thresholds, rewards)

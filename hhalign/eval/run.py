@@ -140,10 +140,7 @@ def _run(cfg: EvalConfig, held: ExitStack) -> dict:
     records = [r for r in read_log(out / FILES["responses"]) if r["model"] in wanted and r["prompt_id"] in ids]
     check_unique(records, str(out / FILES["responses"]))
     order = {r.name: i for i, r in enumerate(refs)}
-    position = {p.prompt_id: i for i, p in enumerate(prompts)}
-    # Model, then prompt order: the bootstrap draws by position, so the metrics do not depend on the order in which
-    # records were made (length-sorted chunks, a resumed run, several processes).
-    records.sort(key=lambda r: (order[r["model"]], position[r["prompt_id"]]))
+    records.sort(key=lambda r: order[r["model"]])
     settings = {
         "source": "generated",
         "demo": cfg.demo or cfg.untrained_models,
