@@ -148,3 +148,22 @@ def test_packed_scorer_follows_weight_changes_and_says_what_it_cannot_run(reward
     finally:
         model.eval()
     assert "not a DeBERTa" in unsupported(torch.nn.Linear(2, 2))
+
+
+def test_packed_scorer_that_disagrees_with_the_model_is_not_used(reward, monkeypatch):
+    import copy
+
+    from conftest import captured_log
+    from hhalign.engine.deberta import PackedDeberta
+    from hhalign.engine.reward import scorer_name
+
+    prompts, responses = map(list, zip(*PAIRS))
+    loop = [s.reward for s in score(reward.model, reward.tokenizer, prompts, responses, engine="loop")]
+    forward = PackedDeberta.forward
+    # A kernel that is off by 0.01 on this machine:
+    monkeypatch.setattr(PackedDeberta, "forward", lambda self, *a, **k: forward(self, *a, **k) + 0.01)
+    model = copy.deepcopy(reward.model)  # not yet checked
+    with captured_log() as lines:
+        got = [s.reward for s in score(model, reward.tokenizer, prompts, responses)]
+    assert got == pytest.approx(loop, abs=1e-4) and scorer_name(model) == "padded"
+    assert any("packed DeBERTa scoring differs" in line for line in lines)
