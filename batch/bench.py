@@ -1,23 +1,24 @@
-"""Time the study's evaluation loop against hhalign's engine: OPT-350M and DeBERTa-v3-large, random weights, offline.
+"""Time the study's evaluation loop against hhalign's engines, and against what a user would pick instead (--peers):
+OPT-350M and DeBERTa-v3-large with random weights, built offline.
 
-Prints a Markdown table: seconds, prompts/s, speed-up over the loop, distance to the FLOP floor, and whether the
-outputs are the loop's (token-identical answers, reward differences). Nothing is downloaded; a default run takes
-about 4-5 minutes on a 2-core CPU, most of it the study's loop (--repeat 2: about 8 minutes).
+Prints a Markdown table: seconds, speed-up over the loop, distance to the FLOP floor, and whether the outputs are
+the loop's (token-identical answers; reward differences, also over the rewards' spread), with the CPU, its flags and
+the load average before and after. Nothing is downloaded. A default run (8 prompts, one round) takes about 1.5
+minutes on a 2-core CPU, most of it the study's loop; --peers with 16 prompts and 2 rounds about 30 minutes.
 
 Usage:
-    # the default: 16 of the study's prompts (8 harmful, 8 helpful) from the local HH-RLHF copy
+    # the default: 8 of the study's prompts (4 harmful, 4 helpful) from the local HH-RLHF copy
     python batch/bench.py
 
-    # the README's numbers: best of two interleaved rounds, the table also as JSON
-    python batch/bench.py --repeat 2 --json results/bench.json
+    # the README's table: 16 prompts, the peers (transformers generate and generate_batch, CTranslate2, vLLM,
+    # a padded transformers batch, ONNX Runtime; those not installed are listed as skipped), best of 2 rounds
+    python batch/bench.py --n 16 --repeat 2 --peers --json results/bench.json
 
-    # more prompts
-    python batch/bench.py --n 32
-
-    # on a CUDA GPU, with vLLM as the generation engine (pip install vllm)
+    # on a CUDA GPU; with vLLM as the engine rows' generator (pip install vllm)
+    python batch/bench.py --device cuda --peers
     python batch/bench.py --device cuda --backend vllm
 
-    # a smoke test in seconds (miniature models; not a measurement)
+    # a smoke test in seconds (the tests' tiny models; not a measurement, no floor)
     python batch/bench.py --tiny --n 4 --json /tmp/bench.json
 """
 

@@ -177,7 +177,9 @@ def _save(model: Any, tokenizer: Any, folder: Path) -> None:
     if (folder / "config.json").is_file():
         return
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".save-", dir=folder.parent) as tmp:
+    from ..testing.builders import quiet_progress_bars
+
+    with tempfile.TemporaryDirectory(prefix=".save-", dir=folder.parent) as tmp, quiet_progress_bars():
         staged = Path(tmp) / "model"
         model.save_pretrained(staged)
         tokenizer.save_pretrained(staged)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 # facebook/opt-350m's config.json (the fields that shape the computation).
@@ -133,6 +134,23 @@ def train_reward_tokenizer(texts: Sequence[str], vocab_size: int, chat_template:
     if chat_template is not None:
         tokenizer.chat_template = chat_template
     return tokenizer
+
+
+@contextmanager
+def quiet_progress_bars() -> Iterator[None]:
+    """Hide save_pretrained's one-step "Writing model shards" bar, then restore the caller's settings."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    transformers_on, hub_off = hf_logging.is_progress_bar_enabled(), are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()  # also turns off huggingface_hub's bars
+    try:
+        yield
+    finally:
+        if transformers_on:
+            hf_logging.enable_progress_bar()
+            if hub_off:
+                disable_progress_bars()
 
 
 # --- models -------------------------------------------------------------------------------------------------------

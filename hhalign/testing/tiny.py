@@ -14,15 +14,14 @@ import hashlib
 import json
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..files import ASSETS_DIR, write_json
 from ..loading import quiet_peft
 from . import builders
-from .builders import TINY_DEBERTA, TINY_OPT, build_policy, build_reward
+from .builders import TINY_DEBERTA, TINY_OPT, build_policy, build_reward, quiet_progress_bars
 
 # Bump whenever the code below changes what gets written: builds with another version (or corpus) are rebuilt.
 TINY_VERSION = "hhalign-tiny-1"
@@ -69,7 +68,7 @@ def build_tiny(out_dir: str | Path, *, overwrite: bool = False) -> TinyModels:
     # that a later call would mistake for a finished one (the marker is written last, inside the staging folder).
     staging = Path(tempfile.mkdtemp(prefix=".tiny-build-", dir=out))
     try:
-        with _quiet_progress_bars():
+        with quiet_progress_bars():
             _build_policy(staging / "policy", corpus)
             _build_reward(staging / "reward", corpus)
         for name, files in (("policy", _POLICY_FILES), ("reward", _REWARD_FILES)):
@@ -157,7 +156,7 @@ def build_tiny_reward(out_dir: str | Path, *, seed: int = REWARD_SEED, chat_temp
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tiny-reward-", dir=out.parent))
     try:
-        with _quiet_progress_bars():
+        with quiet_progress_bars():
             _build_reward(staging, CORPUS_PATH.read_text(encoding="utf-8"), seed, chat_template)
         _write_marker(staging, "reward", extra)
         for path in staging.iterdir():
@@ -177,23 +176,6 @@ def _build_reward(folder: Path, corpus: str, seed: int = REWARD_SEED, chat_templ
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def _quiet_progress_bars() -> Iterator[None]:
-    """Hide save_pretrained's one-step "Writing model shards" bar, then restore the caller's settings."""
-    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars
-    from transformers.utils import logging as hf_logging
-
-    transformers_on, hub_off = hf_logging.is_progress_bar_enabled(), are_progress_bars_disabled()
-    hf_logging.disable_progress_bar()  # also turns off huggingface_hub's bars
-    try:
-        yield
-    finally:
-        if transformers_on:
-            hf_logging.enable_progress_bar()
-            if hub_off:
-                disable_progress_bars()
 
 
 def build_tiny_adapter(policy_dir: str | Path, out_dir: str | Path, *, seed: int = 7) -> Path:
@@ -217,7 +199,7 @@ def build_tiny_adapter(policy_dir: str | Path, out_dir: str | Path, *, seed: int
         with quiet_peft():
             model = get_peft_model(base, config)
     tmp = Path(tempfile.mkdtemp(prefix=".adapter-", dir=out_dir.parent if out_dir.parent.exists() else None))
-    with _quiet_progress_bars():
+    with quiet_progress_bars():
         model.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(str(policy_dir)).save_pretrained(tmp)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
