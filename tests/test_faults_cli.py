@@ -77,7 +77,7 @@ def test_a_missing_config_file_is_one_line(command, here, capsys):
     (["eval", "--harmless_threshold", "nan"], "--harmless_threshold must be a finite number"),
     (["eval", "--device", "gpu0"], "--device 'gpu0' is not a device"),
     (["bench", "--repeat", "0"], "--repeat must be a positive number of rounds, got 0"),
-    (["bench", "--backend", "tensorrt"], "unknown --backend 'tensorrt'"),
+    (["bench", "--backend", "tensorrt"], "--backend: invalid choice: 'tensorrt' (choose from 'engine', 'vllm')"),
     (["sft", "--learning_rate=-2e-5"], "--learning_rate must be a positive number"),
     (["dpo", "--beta", "0"], "--beta must be a positive number"),
     (["pipeline", "--demo", "--demo_steps", "0"], "--demo_steps must be a positive number of steps, got 0"),
