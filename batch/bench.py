@@ -3,8 +3,8 @@ OPT-350M and DeBERTa-v3-large with random weights, built offline.
 
 Prints a Markdown table: seconds, speed-up over the loop, distance to the FLOP floor, and whether the outputs are
 the loop's (token-identical answers; reward differences, also over the rewards' spread), with the CPU, its flags and
-the load average before and after. Nothing is downloaded. A default run (8 prompts, one round) takes about 1.5
-minutes on a 2-core CPU, most of it the study's loop; --peers with 16 prompts and 2 rounds about 30 minutes.
+the load average before and after. Nothing is downloaded. A default run (8 prompts, one round) takes under 2
+minutes on a 2-core CPU, most of it the study's loop; --peers with 16 prompts and 2 rounds about 15 minutes.
 
 Usage:
     # the default: 8 of the study's prompts (4 harmful, 4 helpful) from the local HH-RLHF copy

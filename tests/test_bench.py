@@ -44,6 +44,15 @@ def test_bench_cli_prints_the_table_with_peers_and_writes_json(tmp_path, capsys,
     assert hf["identical"] == 3 and hf["time_s"] > 0 and hf["vs_loop"] > 0
     padded = peers[("scoring", "transformers, padded batches", "float32")]
     assert padded["max_abs_diff"] < 1e-4
+    # CI installs the [bench] peers (requirements.txt): where they are present they must run and agree with the loop.
+    for module, key in (("ctranslate2", ("generation", "CTranslate2, length groups", "float32")),
+                        ("onnxruntime", ("scoring", "ONNX Runtime, length groups", "float32"))):
+        if importlib.util.find_spec(module) is not None:
+            peer = peers[key]
+            assert peer["skipped"] is None and peer["time_s"] > 0, peer
+            assert peer.get("identical") == 3 if key[0] == "generation" else peer["max_abs_diff"] < 1e-4, peer
+        else:
+            assert module in peers[key]["skipped"]
     for peer in result["peers"]:  # every peer either ran or says why not, on one line
         assert (peer["time_s"] is None) == bool(peer["skipped"])
         if peer["skipped"]:
