@@ -40,7 +40,7 @@ def snapshot(folder: Path) -> dict[str, bytes | None]:
     return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in folder.rglob("*")}
 
 
-def refused(argv: list[str], capsys, folder: Path, message: str) -> str:
+def assert_refused(argv: list[str], capsys, folder: Path, message: str) -> str:
     """Run ``argv``; assert one error line containing ``message``, exit 2, and no byte of ``folder`` changed."""
     before = snapshot(folder)
     code, err = cli(argv, capsys)
@@ -110,12 +110,12 @@ def test_a_refused_rerun_changes_no_byte(run_copy, tmp_path, capsys, flag, value
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"category": "helpful", "prompt": "Human: Hi?"}) + "\n")
     values = [v.replace("{prompts}", str(prompts)) for v in values]
-    refused(_set(argv, flag, *values), capsys, folder, message.replace("{prompts}", str(prompts)))
+    assert_refused(_set(argv, flag, *values), capsys, folder, message.replace("{prompts}", str(prompts)))
 
 
 def test_other_model_under_a_used_name_is_refused(run_copy, tiny_adapter, capsys):
     folder, argv = run_copy
-    refused(_set(argv, "--models", f"tiny={tiny_adapter}"), capsys, folder, "already has model 'tiny'")
+    assert_refused(_set(argv, "--models", f"tiny={tiny_adapter}"), capsys, folder, "already has model 'tiny'")
 
 
 def broken_copy(source: Path, dest: Path, fault: str) -> Path:
@@ -151,13 +151,13 @@ def test_a_broken_model_folder_is_named_for_what_it_is(run_copy, tiny_models, ti
     broken = broken_copy(source, tmp_path / "broken", fault)
     argv = (_set(argv, "--reward_model", str(broken)) if which == "reward"
             else _set(argv, "--models", f"tiny={tiny_models.policy}", f"other={broken}"))
-    line = refused(argv, capsys, folder, message)
+    line = assert_refused(argv, capsys, folder, message)
     assert "Hugging Face cache" not in line
 
 
 def test_nothing_is_written_into_a_new_folder_before_every_model_is_found(tiny_models, tmp_path, capsys):
     out = tmp_path / "new" / "run"
-    refused(["--models", f"tiny={tiny_models.policy}", "--reward_model", str(tmp_path / "nope"), *FAST, "--out",
+    assert_refused(["--models", f"tiny={tiny_models.policy}", "--reward_model", str(tmp_path / "nope"), *FAST, "--out",
              str(out)], capsys, tmp_path, "does not exist")
     assert not (tmp_path / "new").exists()
 
@@ -173,7 +173,7 @@ def test_another_kind_of_run_into_the_folder_is_refused(run_copy, tmp_path, caps
     records.write_text(json.dumps({"model": "m", "category": "harmful", "prompt_id": "h", "prompt": "Human: q",
                                    "response": "a", "reward": 0.5}) + "\n")
     argv = [a.replace("{records}", str(records)) for a in argv]
-    refused([*argv, "--out", str(folder)], capsys, folder, message)
+    assert_refused([*argv, "--out", str(folder)], capsys, folder, message)
     assert not (folder / "models").exists()  # --demo was refused before building its models there
 
 
@@ -189,10 +189,10 @@ def test_from_responses_folder_refuses_other_inputs_and_other_limits(tmp_path, c
     common = ["--n_bootstrap", "50", "--out", str(out)]
     assert cli(["--from_responses", str(one), *common], capsys)[0] == 0
     assert cli(["--from_responses", str(one), *common], capsys)[0] == 0  # the same inputs: the same run, redone
-    refused(["--from_responses", str(two), *common], capsys, out, f"--from_responses was {one}, now {two}")
-    refused(["--from_responses", str(one), "--limit", "1", *common], capsys, out, "--limit was unset, now 1")
+    assert_refused(["--from_responses", str(two), *common], capsys, out, f"--from_responses was {one}, now {two}")
+    assert_refused(["--from_responses", str(one), "--limit", "1", *common], capsys, out, "--limit was unset, now 1")
     one.write_text(one.read_text().replace('"reward": -1.0', '"reward": -1.5'))  # edited in place
-    refused(["--from_responses", str(one), *common], capsys, out, "the records files' contents differ")
+    assert_refused(["--from_responses", str(one), *common], capsys, out, "the records files' contents differ")
 
 
 def test_a_second_evaluator_on_the_folder_is_refused(run_copy, capsys):
@@ -203,7 +203,7 @@ def test_a_second_evaluator_on_the_folder_is_refused(run_copy, capsys):
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        refused(argv, capsys, folder, "is in use by another evaluator")
+        assert_refused(argv, capsys, folder, "is in use by another evaluator")
     finally:
         holder.communicate("", timeout=30)
     assert cli(argv, capsys)[0] == 0  # once the other one has finished, the run resumes
@@ -219,7 +219,7 @@ def test_corrupt_state_is_one_line(run_copy, capsys, damage, message):
     lines = path.read_text().splitlines(keepends=True)
     lines[1] = lines[1][: len(lines[1]) // 2] + "\n"
     path.write_text("".join(lines))
-    line = refused(argv, capsys, folder, message)
+    line = assert_refused(argv, capsys, folder, message)
     if damage == "run.json":
         assert "is not valid JSON (line 2)" in line
 
@@ -264,7 +264,7 @@ def test_generations_without_scores_take_a_new_reward_model(run_copy, tiny_model
     assert code == 0, err
     assert (folder / "generations.jsonl").read_bytes() == gens  # nothing generated again
     assert json.loads((folder / "metrics.json").read_text())["settings"]["reward_model"]["ref"] == str(reward)
-    refused(argv, capsys, folder, f"--reward_model was {reward}, now {tiny_models.reward}")
+    assert_refused(argv, capsys, folder, f"--reward_model was {reward}, now {tiny_models.reward}")
 
 
 # --- disk full, odd names, strict JSON ------------------------------------------------------------------------------
@@ -340,7 +340,7 @@ def test_absurd_rewards_never_reach_metrics_json(tmp_path, capsys):
     rows = [{"model": "m", "category": "harmful", "prompt_id": str(i), "prompt": f"q{i}", "response": "a",
              "reward": 1e300 if i == 2 else -1.0} for i in range(3)]
     records.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    refused(["--from_responses", str(records), "--out", str(tmp_path / "o")], capsys, tmp_path,
+    assert_refused(["--from_responses", str(records), "--out", str(tmp_path / "o")], capsys, tmp_path,
             f"{records}: line 3 has reward 1e+300, beyond +-1e+06")
 
 

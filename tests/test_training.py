@@ -114,8 +114,12 @@ def test_pipeline_recipes_load_and_name_existing_stage_recipes(recipe):
     from hhalign.config import Parser
 
     cfg = Parser([tpipe.PipelineConfig]).parse(["--config", str(RECIPES / recipe)])[0]
+    family = recipe.split("/")[0]
     for stage, kind in tpipe.STAGE_KIND.items():
-        tconfig.parse_args(kind, ["--config", getattr(cfg, f"{stage}_recipe")])
+        name = getattr(cfg, f"{stage}_recipe")
+        assert name.startswith(f"{family}/"), f"{recipe} names {name}, a recipe of another family"
+        _, training, _ = tconfig.parse_args(kind, ["--config", name])
+        assert type(training).__name__ == ("SFTConfig" if kind == "sft" else "DPOConfig")
 
 
 def test_recipe_typo_is_one_clear_line(tmp_path, capsys):
