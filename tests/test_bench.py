@@ -8,7 +8,15 @@ import pytest
 
 from conftest import ROOT
 from hhalign.bench.config import BenchConfig
-from hhalign.bench.measure import agreement, generation_flops, reward_error, scoring_flops
+from hhalign.bench.measure import (
+    agreement,
+    decode_bytes,
+    generation_flops,
+    memory_bandwidth,
+    reward_error,
+    scoring_flops,
+)
+from hhalign.bench.run import _roofline
 from hhalign.cli import run as cli_run
 
 
@@ -28,13 +36,14 @@ def test_bench_cli_prints_the_table_with_peers_and_writes_json(tmp_path, capsys,
     for text in ("| generation | the study's loop | fp32 |", "| scoring | hhalign engine | fp32 |", "token-identical",
                  "transformers generate", "transformers, padded batches", "load average"):
         assert text in printed
-    assert "x floor" not in printed and "FLOP floor" not in printed, "--tiny has no floor"
+    assert "x floor" not in printed and "FLOP floor" not in printed and "Roofline" not in printed, "--tiny: no floor"
     result = json.loads(out.read_text())
     # The keys of the table before peers existed, and the peers.
     assert set(result["generation"]) >= {"n", "loop_s", "fp32_ratio", "fast_ratio", "fp32_identical",
                                          "fast_agreement"}
     assert set(result["scoring"]) >= {"n", "loop_s", "fp32_ratio", "fast_ratio", "fp32_max_abs_diff",
                                       "fast_max_abs_diff", "reward_std"}
+    assert result["roofline"] is None
     assert set(result["floor_s"]) == {"generation_fp32", "generation_fast", "scoring_fp32", "scoring_fast"}
     assert {"cpu", "simd", "threads", "torch", "load_average", "load_average_end"} <= set(result["machine"])
     assert result["generation"]["fp32_identical"] == 3
@@ -94,3 +103,29 @@ def test_flop_counts_on_the_real_architectures():
     assert 0.60e9 < per_token < 0.63e9
     per_pair_token = scoring_flops(deberta, [101]) - scoring_flops(deberta, [100])
     assert 0.66e9 < per_pair_token < 0.68e9  # + the two relative-position terms and content attention
+
+
+# A 2-layer OPT with hidden size 8: 2 x (4 x 8 x 8 + 2 x 8 x 16) + 10 x 8 (the head) = 1104 linear weights,
+# 4416 bytes in float32; one cached position costs 4 bytes x (key + value) x 2 layers x 8 = 128 bytes.
+@pytest.mark.parametrize("prompts, new, max_new, expected", [
+    ([5], [3], 3, 2 * 4416 + 128 * (6 + 7)),  # full answer: positions 5 and 6 fed back, the last token never
+    ([5, 3], [1, 3], 3, 2 * 4416 + 128 * (6 + 4 + 5)),  # the first stopped after one token (its EOS not fed)
+    ([5], [0], 3, 0),  # stopped at once: nothing decoded
+])
+def test_decode_bytes_reads_the_weights_per_step_and_the_cache_per_token(prompts, new, max_new, expected):
+    from transformers import OPTConfig, OPTForCausalLM
+
+    model = OPTForCausalLM(OPTConfig(hidden_size=8, num_hidden_layers=2, ffn_dim=16, num_attention_heads=2,
+                                     vocab_size=10, word_embed_proj_dim=8, max_position_embeddings=32))
+    assert decode_bytes(model, prompts, new, max_new) == expected
+
+
+def test_roofline_takes_the_slower_of_decode_arithmetic_and_reads():
+    roof = _roofline(prefill_flops=2e12, decode_flops=1e12, read_bytes=90e9, rate=1e12, bandwidth=45e9, fp32_s=8.0)
+    assert roof["prefill_s"] == 2.0 and roof["decode_flop_s"] == 1.0 and roof["decode_read_s"] == 2.0
+    assert roof["generation_fp32_s"] == 4.0 and roof["fp32_x_roofline"] == 2.0
+    assert _roofline(2e12, 1e12, 90e9, None, 45e9, 8.0) is None  # --tiny measures no rates
+
+
+def test_memory_bandwidth_is_in_bytes_per_second():
+    assert 1e8 < memory_bandwidth(gib=0.01) < 1e13

@@ -115,6 +115,45 @@ def generation_flops(model: Any, prompt_lengths: Sequence[int], new_lengths: Seq
     return total
 
 
+def _decode_positions(prompt_lengths: Sequence[int], new_lengths: Sequence[int],
+                      max_new_tokens: int) -> list[range]:
+    """Per answer, the positions fed back one token at a time after the prompt pass (as in
+    :func:`generation_flops`: a stopped answer's EOS token is never fed back, a full one's last token neither)."""
+    return [range(t, t + g - (0 if g < max_new_tokens else 1)) for t, g in zip(prompt_lengths, new_lengths)]
+
+
+def decode_bytes(model: Any, prompt_lengths: Sequence[int], new_lengths: Sequence[int], max_new_tokens: int,
+                 cache_bytes: int = 4) -> float:
+    """The least memory greedy decoding reads after the prompt pass: every linear weight once per decode step (all
+    answers decoded together share it) and, per token fed, its answer's key and value cache (``cache_bytes`` per
+    value: hhalign keeps it in float32 on CPUs). Prompt-pass reads are left out: that pass is arithmetic-bound."""
+    config = model.config
+    positions = _decode_positions(prompt_lengths, new_lengths, max_new_tokens)
+    steps = max((len(p) for p in positions), default=0)
+    weight = next(model.parameters()).element_size() * _linear_params(model)
+    # A token at position p attends over p + 1 cached keys and values, each hidden_size values per layer.
+    cached = sum(p + 1 for rows in positions for p in rows)
+    return steps * weight + cache_bytes * 2 * config.num_hidden_layers * config.hidden_size * cached
+
+
+def memory_bandwidth(device: str = "cpu", gib: float = 1.0, repeat: int = 3) -> float:
+    """Best observed bytes per second moved by copying ``gib`` GiB of float32 (each byte read once and written
+    once, both counted): what streaming weights and caches can reach here."""
+    import torch
+
+    n = int(gib * 2**30) // 4
+    src = torch.ones(n, device=device)
+    dst = torch.empty_like(src)
+    best = float("inf")
+    for _ in range(repeat):
+        _sync(device)
+        start = time.perf_counter()
+        dst.copy_(src)
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n * 4 / best
+
+
 def scoring_flops(model: Any, lengths: Sequence[int]) -> float:
     """Arithmetic of DeBERTa-v2/v3 scoring: 2 x (linear weights) per token, 4 x hidden x n per token and layer for
     content attention, 2 x 2 x (2 x buckets) x hidden per token and layer for the two relative terms, and the

@@ -4,7 +4,8 @@ the systems a user would pick instead) on the real architectures, offline.
 Three modes per task on the same prompts: the study's loop (one prompt or pair per call, float32), the engine in
 float32, and the engine in the hardware's fastest number format (:func:`hhalign.engine.precision.fast_format`).
 Every system of a task runs once per round, in turn; each keeps its fastest round. The FLOP floor is the workload's
-arithmetic at the machine's best measured matrix-multiply rate for the row's number format. The models and prompts
+arithmetic at the machine's best measured matrix-multiply rate for the row's number format; for float32 generation a
+roofline floor adds what decoding must read from memory at the measured copy bandwidth. The models and prompts
 are described in :mod:`.models`, the peers in :mod:`.peers`, the table in :mod:`.table`.
 """
 
@@ -21,11 +22,13 @@ from ..files import cache_dir, write_json
 from .config import BenchConfig
 from .measure import (
     agreement,
+    decode_bytes,
     generation_flops,
     interleaved,
     load_average,
     machine_info,
     matmul_rate,
+    memory_bandwidth,
     reward_error,
     scoring_flops,
 )
@@ -60,8 +63,10 @@ def run(cfg: BenchConfig) -> dict:
     generation, responses, peers = _bench_generation(cfg, device, fmt, models, prompts, cache)
     scoring, score_peers = _bench_scoring(cfg, device, fmt, models, prompts, responses, cache)
     gen_flops, score_flops = generation.pop("flops"), scoring.pop("flops")
+    prefill_flops, read_bytes = generation.pop("prefill_flops"), generation.pop("decode_bytes")
     if rates:
         rates = {f: max(r, matmul_rate(f, device)) for f, r in rates.items()}
+    bandwidth = None if cfg.tiny else memory_bandwidth(device)
     machine["load_average_end"] = load_average()
     gflops = {f: r / 1e9 for f, r in rates.items()}
     result = {
@@ -76,6 +81,8 @@ def run(cfg: BenchConfig) -> dict:
         "flops": {"generation_tflop": gen_flops / 1e12, "scoring_tflop": score_flops / 1e12,
                   "matmul_gflops_fp32": gflops.get("float32"), "matmul_gflops_fast": gflops.get(fmt),
                   "matmul_gflops": gflops},
+        "roofline": _roofline(prefill_flops, gen_flops - prefill_flops, read_bytes, rates.get("float32"), bandwidth,
+                              generation["fp32_s"]),
         "machine": machine,
         "settings": {"fast_format": fmt, "prompts": prompt_source, "models": models.description,
                      **{k: v for k, v in asdict(cfg).items() if k != "json"}},
@@ -180,6 +187,8 @@ def _bench_generation(cfg: BenchConfig, device: str, fmt: str, models: StandIns,
         "fp32_identical": fp32_same, "fp32_token_agreement": fp32_share,
         "fast_identical": fast_same, "fast_agreement": fast_share,
         "flops": generation_flops(policy, [len(i) for i in ids], [len(x) for x in loop_new], new),
+        "prefill_flops": generation_flops(policy, [len(i) for i in ids], [1] * len(ids), 1),
+        "decode_bytes": decode_bytes(policy, [len(i) for i in ids], [len(x) for x in loop_new], new),
     }
     responses = [postprocess(tokenizer.decode(x, skip_special_tokens=True)) for x in out["fp32"]]
     models.policy = policy.to("cpu")
@@ -221,6 +230,19 @@ def _bench_scoring(cfg: BenchConfig, device: str, fmt: str, models: StandIns, pr
         "reward_std": fp32_error["reward_std"], "fp32_error": fp32_error, "fast_error": fast_error,
         "flops": scoring_flops(reward, lengths),
     }, rows
+
+
+def _roofline(prefill_flops: float, decode_flops: float, read_bytes: float, rate: float | None,
+              bandwidth: float | None, fp32_s: float) -> dict | None:
+    """float32 generation's roofline floor: the prompt pass at the matmul rate, then decoding at the slower of its
+    arithmetic and its memory reads. None without measured rates (--tiny)."""
+    if not rate or not bandwidth:
+        return None
+    prefill_s, decode_flop_s, decode_read_s = prefill_flops / rate, decode_flops / rate, read_bytes / bandwidth
+    floor = prefill_s + max(decode_flop_s, decode_read_s)
+    return {"prefill_s": prefill_s, "decode_flop_s": decode_flop_s, "decode_read_s": decode_read_s,
+            "decode_gb": read_bytes / 1e9, "bandwidth_gbps": bandwidth / 1e9, "generation_fp32_s": floor,
+            "fp32_x_roofline": fp32_s / floor}
 
 
 def main(cfg: BenchConfig) -> dict:

@@ -79,6 +79,15 @@ def format_table(result: dict) -> str:
         rates = ", ".join(f"{_fmt_short(k)} {v:.0f}" for k, v in result["flops"]["matmul_gflops"].items())
         lines += ["", f"FLOP floor: generation {f['generation_tflop']:.2f} TFLOP, scoring {f['scoring_tflop']:.2f} "
                   f"TFLOP at the best measured matmul rate per format (GFLOP/s: {rates}); 'x floor' = time / floor."]
+    roof = result.get("roofline")
+    if roof:
+        lines += [f"Roofline floor of float32 generation: the prompt pass at the matmul rate "
+                  f"({roof['prefill_s']:.2f} s) "
+                  f"+ decoding at the slower of its arithmetic ({roof['decode_flop_s']:.2f} s) and its memory reads "
+                  f"(every weight once per step and each answer's float32 key/value cache once per token: "
+                  f"{roof['decode_gb']:.1f} GB at {roof['bandwidth_gbps']:.0f} GB/s, a 1 GiB copy's rate: "
+                  f"{roof['decode_read_s']:.2f} s) = {roof['generation_fp32_s']:.2f} s; the engine's float32 "
+                  f"generation takes {roof['fp32_x_roofline']:.1f}x that."]
     return "\n".join(lines)
 
 
