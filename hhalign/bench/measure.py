@@ -98,6 +98,13 @@ def _linear_params(model: Any, skip: Sequence[str] = ()) -> int:
     return total
 
 
+def _decode_positions(prompt_lengths: Sequence[int], new_lengths: Sequence[int],
+                      max_new_tokens: int) -> list[range]:
+    """Per answer, the positions fed back one token at a time after the prompt pass: a stopped answer's EOS token is
+    chosen but never fed back, nor is a full answer's last token."""
+    return [range(t, t + g - (0 if g < max_new_tokens else 1)) for t, g in zip(prompt_lengths, new_lengths)]
+
+
 def generation_flops(model: Any, prompt_lengths: Sequence[int], new_lengths: Sequence[int],
                      max_new_tokens: int) -> float:
     """Arithmetic of greedy generation with a KV cache: 2 x (linear weights) per token fed, the vocabulary projection
@@ -107,19 +114,11 @@ def generation_flops(model: Any, prompt_lengths: Sequence[int], new_lengths: Seq
     body = _linear_params(model) - head
     d, layers = config.hidden_size, config.num_hidden_layers
     total = 0.0
-    for t, g in zip(prompt_lengths, new_lengths):
-        stopped = g < max_new_tokens  # the EOS token was chosen too but never fed back
-        fed = t + g - (0 if stopped else 1)
-        chosen = g + (1 if stopped else 0)
+    for g, decoded in zip(new_lengths, _decode_positions(prompt_lengths, new_lengths, max_new_tokens)):
+        fed = decoded.stop  # the prompt and the tokens fed back
+        chosen = g + (1 if g < max_new_tokens else 0)  # a stopped answer also chose its EOS
         total += 2 * body * fed + 2 * head * chosen + 2 * d * layers * fed * (fed + 1)
     return total
-
-
-def _decode_positions(prompt_lengths: Sequence[int], new_lengths: Sequence[int],
-                      max_new_tokens: int) -> list[range]:
-    """Per answer, the positions fed back one token at a time after the prompt pass (as in
-    :func:`generation_flops`: a stopped answer's EOS token is never fed back, a full one's last token neither)."""
-    return [range(t, t + g - (0 if g < max_new_tokens else 1)) for t, g in zip(prompt_lengths, new_lengths)]
 
 
 def decode_bytes(model: Any, prompt_lengths: Sequence[int], new_lengths: Sequence[int], max_new_tokens: int,
