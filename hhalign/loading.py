@@ -278,6 +278,22 @@ def load_policy(ref: ModelRef, device: str = "cpu", dtype: str = "float32", merg
     return LoadedModel(model, tokenizer, _describe(ref, model, extra))
 
 
+def load_policy_tokenizer(ref: ModelRef) -> Any:
+    """The tokenizer :func:`load_policy` would load for ``ref`` (an adapter's own, else its base's), without the
+    weights: cheap checks of a model's tokenizer (its chat template) before any work."""
+    check_ref(ref)
+    from transformers import AutoTokenizer
+
+    adapter = adapter_config(ref)
+    source = ref
+    if adapter is not None and not has_tokenizer(ref) and adapter.get("base_model_name_or_path"):
+        source = parse_model_ref(adapter["base_model_name_or_path"])
+    try:
+        return AutoTokenizer.from_pretrained(source.path, revision=source.revision, trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001
+        raise load_error(source, exc) from None
+
+
 def has_tokenizer(ref: ModelRef) -> bool:
     if ref.is_local:
         return any((Path(ref.path) / f).exists() for f in ("tokenizer.json", "tokenizer_config.json"))

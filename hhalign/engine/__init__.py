@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import HHAlignError
-from ..protocol import model_input, postprocess
+from ..protocol import adds_special_tokens, check_template, cut_at_turn_end, model_input, postprocess, turn_end_ids
 from .base import DEFAULT_MAX_NEW_TOKENS, Generation, context_limit, encode_prompts
 
 GENERATORS: dict[str, type[Generator]] = {}
@@ -138,14 +138,35 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], protocol: str =
     if max_new_tokens <= 0:
         raise HHAlignError(f"--max_new_tokens must be positive, got {max_new_tokens}")
     backend = get_generator(engine) if isinstance(engine, str) else engine
-    encoded = encode_prompts(tokenizer, [model_input(p, protocol) for p in prompts],
-                             context_limit(model, max_new_tokens))
+    stops: list[int] = []
+    if protocol == "template":
+        check_template(tokenizer, getattr(model, "name_or_path", "") or "the model")
+        stops = turn_end_ids(tokenizer, getattr(getattr(model, "generation_config", None), "eos_token_id", None))
+        if stops[0] != tokenizer.eos_token_id:
+            tokenizer = StopAt(tokenizer, stops[0])  # decoding stops at the end of the assistant turn
+    encoded = encode_prompts(tokenizer, [model_input(p, protocol, tokenizer) for p in prompts],
+                             context_limit(model, max_new_tokens), adds_special_tokens(protocol))
     new = backend.generate_ids(model, tokenizer, [e[0] for e in encoded], max_new_tokens, batch_size, progress)
     results = []
     for (prompt_ids, truncated), tokens in zip(encoded, new):
+        tokens = cut_at_turn_end(tokens, stops)
         text = tokenizer.decode(tokens, skip_special_tokens=True)
         results.append(Generation(postprocess(text, protocol), len(prompt_ids), len(tokens), truncated))
     return results
+
+
+class StopAt:
+    """A tokenizer whose EOS, for the backends' stopping rule only, is ``eos_token_id`` (a chat template's end of
+    turn, e.g. Gemma's ``<end_of_turn>`` where the tokenizer's EOS is ``<eos>``); everything else is the tokenizer."""
+
+    def __init__(self, tokenizer: Any, eos_token_id: int):
+        self._tokenizer, self.eos_token_id = tokenizer, eos_token_id
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tokenizer, name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._tokenizer(*args, **kwargs)
 
 
 __all__ = ["ALIASES", "EngineGenerator", "Generation", "Generator", "GENERATORS", "HFGenerator", "LoopGenerator",

@@ -38,10 +38,13 @@ def context_limit(model: Any, max_new_tokens: int) -> int:
     return max(1, n_ctx - max_new_tokens)
 
 
-def encode_prompts(tokenizer: Any, texts: Sequence[str], max_prompt_tokens: int) -> list[tuple[list[int], bool]]:
-    """Token ids per prompt; over-long prompts keep their last tokens (after the BOS token, if any)."""
+def encode_prompts(tokenizer: Any, texts: Sequence[str], max_prompt_tokens: int,
+                   add_special_tokens: bool = True) -> list[tuple[list[int], bool]]:
+    """Token ids per prompt; over-long prompts keep their last tokens (after the BOS token, if any).
+
+    ``add_special_tokens=False`` for text that already holds them (a rendered chat template)."""
     out = []
-    for ids in tokenizer(list(texts), add_special_tokens=True)["input_ids"]:
+    for ids in tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]:
         if len(ids) <= max_prompt_tokens:
             out.append((list(ids), False))
             continue

@@ -64,9 +64,11 @@ class EvalConfig:
                 "pool) and sample (default: 50)."})
     seed: int = field(default=hdata.PAPER_SEED, metadata={"help": "Seed of the prompt sampling (the study: 100)."})
     limit: int | None = field(default=None, metadata={"help": "Keep only the first N prompts of each category."})
-    protocol: Literal["paper", "chat"] = field(default="paper", metadata={
+    protocol: Literal["paper", "chat", "template"] = field(default="paper", metadata={
         "help": "paper: the prompt as is (the study); chat: prompt + assistant cue, reply cut at the next "
-                "Human turn."})
+                "Human turn (both for base models); template: the prompt's turns as user/assistant messages through "
+                "the model's own chat template, reply cut at its end-of-turn token (instruct models; a model without "
+                "a chat template is refused). The judges read the HH transcript either way."})
     max_new_tokens: int = field(default=50, metadata={"help": "Greedy decoding length limit (the study: 50)."})
     batch_size: int = field(default=32, metadata={
         "help": "Most prompts decoded together (one decode batch reads the weights once per token for all of them)."})

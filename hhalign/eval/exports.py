@@ -84,7 +84,9 @@ def lm_eval_samples(records: Sequence[dict], category: str, settings: Settings, 
     rows = []
     for i, (r, ok) in enumerate(zip(records, good)):
         doc = {"prompt_id": r["prompt_id"], "category": category, "prompt": r["prompt"]}
-        context = model_input(r["prompt"], settings.protocol or "paper")
+        # A chat template's rendering depends on the model's tokenizer, which exports never load: its HH prompt stands.
+        protocol = settings.protocol or "paper"
+        context = r["prompt"] if protocol == "template" else model_input(r["prompt"], protocol)
         rows.append({
             "doc_id": i, "doc": doc, "target": "",
             "arguments": {"gen_args_0": {"arg_0": context, "arg_1": _gen_kwargs(settings)}},

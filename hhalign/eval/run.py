@@ -121,6 +121,8 @@ def _run(cfg: EvalConfig, held: ExitStack) -> dict:
         build_demo_models(Path(cfg.out).expanduser())
     for ref in [*refs, *parse_model_refs(cfg.reward_model)]:
         find_model(ref)  # every model must be found before anything is written
+    if cfg.protocol == "template":
+        check_templates(refs)
     if cfg.backend == "vllm":
         check_vllm(refs)
     panel = Panel(cfg, device)  # reads the judge check's pairs: a missing dataset fails before any write
@@ -160,6 +162,15 @@ def _run(cfg: EvalConfig, held: ExitStack) -> dict:
         **({"data_parallel": {"processes": shard.count}} if shard.count > 1 else {}),
     }
     return finish(cfg, out, records, settings, judges)
+
+
+def check_templates(refs: list[ModelRef]) -> None:
+    """--protocol template: every model's tokenizer has a chat template (read before any weights or writes)."""
+    from ..loading import load_policy_tokenizer
+    from ..protocol import check_template
+
+    for ref in refs:
+        check_template(load_policy_tokenizer(ref), ref.name)
 
 
 def check_vllm(refs: list[ModelRef]) -> None:
@@ -222,7 +233,7 @@ def generate_in_chunks(loaded, todo: list[hdata.EvalPrompt], cfg: EvalConfig, sa
     """Generate in length-sorted chunks of a few batches, saving each chunk before starting the next."""
     from ..engine import generate, generator_for, model_input
 
-    lengths = [len(model_input(p.prompt, cfg.protocol)) for p in todo]
+    lengths = [len(model_input(p.prompt, cfg.protocol, loaded.tokenizer)) for p in todo]
     order = sorted(range(len(todo)), key=lambda i: -lengths[i])
     chunk = cfg.batch_size * 4
     vllm = {"model_path": loaded.info["ref"], "revision": loaded.info.get("requested_revision"),
