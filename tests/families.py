@@ -96,7 +96,10 @@ def build_llama_parrot(tokenizer_dir: str | Path, out: str | Path, reply: str, t
     out = Path(out)
     tok = tiny_tokenizer(tokenizer_dir, template)
     cue = tok(template_input(tok, "Human: hi"), add_special_tokens=False)["input_ids"][-1]
-    enc = (lambda text: tok(text, add_special_tokens=False)["input_ids"])
+
+    def enc(text: str) -> list[int]:
+        return tok(text, add_special_tokens=False)["input_ids"]
+
     chain = [cue, *enc(reply), turn_end_ids(tok)[0], *enc(after), tok.eos_token_id]
     if len(set(chain)) != len(chain):
         raise ValueError(f"the parrot's chain {chain} repeats a token: a bigram table cannot write it")

@@ -9,9 +9,9 @@ import subprocess
 import sys
 
 import pytest
+from families import build_family, build_llama_parrot, tiny_tokenizer
 
 from conftest import ROOT
-from families import build_family, build_llama_parrot, tiny_tokenizer
 from hhalign.cli import run as cli_run
 from hhalign.errors import HHAlignError
 from hhalign.eval.config import EvalConfig

@@ -72,6 +72,8 @@ def demo(tmp_path_factory, one_thread):
 # --- recipes ------------------------------------------------------------------------------------------------------
 
 
+# improved/ recipes for modern small bases (training/README.md, "Other bases"): recipe prefix -> Hub id.
+OTHER_BASES = {"smollm2-360m": "HuggingFaceTB/SmolLM2-360M", "qwen2.5-0.5b": "Qwen/Qwen2.5-0.5B"}
 STUDY_COMMON = {"learning_rate": 2e-5, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 4}
 
 
@@ -79,6 +81,7 @@ STUDY_COMMON = {"learning_rate": 2e-5, "per_device_train_batch_size": 2, "gradie
     ("paper/sft.yaml", "sft"), ("paper/dpo.yaml", "dpo"), ("paper/sft_dpo.yaml", "dpo"),
     ("improved/sft.yaml", "sft"), ("improved/dpo.yaml", "dpo"), ("improved/sft_dpo.yaml", "dpo"),
     ("improved/dpo_filtered.yaml", "dpo"),
+    *[(f"improved/{base}_{kind}.yaml", kind) for base in OTHER_BASES for kind in ("sft", "dpo")],
 ])
 def test_every_recipe_loads_into_its_config_classes(recipe, kind):
     from trl import DPOConfig, ModelConfig, SFTConfig
@@ -92,6 +95,16 @@ def test_every_recipe_loads_into_its_config_classes(recipe, kind):
     assert script.dataset_name == "Anthropic/hh-rlhf"
     # improved: training text starts like the evaluation prompts ("</s>Human:"); the study's started "</s>\n\nHuman:"
     assert script.trim_transcripts == recipe.startswith("improved")
+    base = next((b for b in OTHER_BASES if recipe == f"improved/{b}_{kind}.yaml"), None)
+    if base is not None:  # chat messages when the base has a template; LoRA on every linear layer of any family
+        assert model.model_name_or_path == OTHER_BASES[base] and script.conversational == "auto"
+        assert training.max_length == (512 if kind == "sft" else 1024)
+        if kind == "sft":
+            assert not model.use_peft and script.sft_format == "prompt_completion"
+        else:
+            assert model.use_peft and model.lora_target_modules == "all-linear" and script.drop_identical_pairs
+        return
+    assert script.conversational == "auto"
     if kind == "sft":
         assert model.model_name_or_path == "facebook/opt-350m" and not model.use_peft
         assert training.num_train_epochs == 2 and training.max_length == 512
@@ -107,6 +120,15 @@ def test_every_recipe_loads_into_its_config_classes(recipe, kind):
         assert training.bf16 is False and "float32" in training.hhalign_precision_note
     if not recipe.startswith("improved"):
         assert training.bf16 is False and training.hhalign_precision_note is None
+
+
+def test_the_recipe_test_covers_every_shipped_training_recipe():
+    from hhalign.config import recipe_names
+
+    cases = test_every_recipe_loads_into_its_config_classes.pytestmark[0].args[1]
+    tested = {r.removesuffix(".yaml") for r, _ in cases}
+    shipped = {n for n in recipe_names() if n.split("/")[0] in ("paper", "improved") and not n.endswith("pipeline")}
+    assert shipped == tested
 
 
 @pytest.mark.parametrize("recipe", ["paper/pipeline.yaml", "improved/pipeline.yaml"])

@@ -58,6 +58,10 @@ class ScriptArguments:
         "help": "With --push_to_hub: the evaluator's metrics.json whose numbers go into the model card."})
     metrics_model: str | None = field(default=None, metadata={
         "help": "Model name in --metrics_json (default: its only model, or the run's role name)."})
+    conversational: Literal["auto", "always", "never"] = field(default="auto", metadata={
+        "help": "auto: train on chat messages through the base's chat template (TRL's conversational format) when its "
+                "tokenizer has one, on HH transcripts as text otherwise (OPT, the study); always: messages, refusing "
+                "a base without a template; never: HH transcripts as text."})
     trim_transcripts: bool = field(default=False, metadata={
         "help": "Start every training text at 'Human:', as the evaluation prompts do (the tokenizer then sees "
                 "'</s>Human:' in both); HH-RLHF's transcripts, which the study trained on, start '\\n\\nHuman:'."})

@@ -113,6 +113,32 @@ def _other_drops(info: dict) -> str:
     return "".join(f"{n} {r} dropped, " for r, n in dropped.items() if n and r != "identical")
 
 
+def conversational(data: TrainingData, kind: str) -> TrainingData:
+    """The same examples in TRL's conversational format, for a base whose tokenizer has a chat template: HH turns as
+    user/assistant messages (:func:`hhalign.protocol.prompt_messages`), replies as one assistant message; TRL applies
+    the template (and its end-of-turn token) itself. ``text`` -> ``messages``; ``prompt``/``completion`` and
+    ``prompt``/``chosen``/``rejected`` keep their keys, as message lists."""
+    from ..protocol import prompt_messages
+
+    def reply(text: str) -> list[dict]:
+        return [{"role": "assistant", "content": text.strip()}]
+
+    out = []
+    for e in data.examples:
+        if "text" in e:
+            out.append({"messages": prompt_messages(e["text"])[0]})
+            continue
+        prompt = prompt_messages(e["prompt"])[0]
+        if kind == "sft":
+            out.append({"prompt": prompt, "completion": reply(e["completion"])})
+        else:
+            out.append({"prompt": prompt, "chosen": reply(e["chosen"]), "rejected": reply(e["rejected"])})
+    info = {**data.info, "format": f"{data.info['format']}, as chat messages (the base's chat template)",
+            "conversational": True}
+    info.pop("text_start", None)  # the template, not the transcript, decides how a text starts
+    return TrainingData(out, info)
+
+
 def to_dataset(examples: list[dict]) -> Any:
     from datasets import Dataset
 

@@ -118,9 +118,18 @@ def length_counts(examples: Sequence[dict], tokenizer: Any, max_length: int | No
     def ids(texts: list[str]) -> list[list[int]]:
         return tokenizer(texts)["input_ids"]
 
-    prompts = ids([e["prompt"] for e in examples])
-    chosen = ids([e["prompt"] + _with_eos(e["chosen"], eos) for e in examples])
-    rejected = ids([e["prompt"] + _with_eos(e["rejected"], eos) for e in examples])
+    def chat_ids(conversations: list[list[dict]], prompt: bool = False) -> list[list[int]]:
+        return [list(tokenizer.apply_chat_template(c, tokenize=True, return_dict=True, add_generation_prompt=prompt)
+                     ["input_ids"]) for c in conversations]
+
+    if not isinstance(examples[0]["prompt"], str):  # conversational: TRL renders each through the chat template
+        prompts = chat_ids([e["prompt"] for e in examples], prompt=True)
+        chosen = chat_ids([e["prompt"] + e["chosen"] for e in examples])
+        rejected = chat_ids([e["prompt"] + e["rejected"] for e in examples])
+    else:
+        prompts = ids([e["prompt"] for e in examples])
+        chosen = ids([e["prompt"] + _with_eos(e["chosen"], eos) for e in examples])
+        rejected = ids([e["prompt"] + _with_eos(e["rejected"], eos) for e in examples])
     dropped = truncated = 0
     for p, c, r in zip(prompts, chosen, rejected):
         prompt_len = min(len(os.path.commonprefix([p, c])), len(os.path.commonprefix([p, r])))

@@ -28,12 +28,12 @@ from .config import (
     _check_kind,
     dataclass_types,
 )
-from .data import build_training_data, to_dataset
+from .data import build_training_data, conversational, to_dataset
 from .losses import _loss_callback, loss_summary, write_loss_files
 
 logger = logging.getLogger(__name__)
 NEW_DATA_KEYS = ("trim_transcripts", "drop_empty_pairs", "drop_truncated_pairs", "filter_reward_model",
-                 "filter_margin", "filter_format")
+                 "filter_margin", "filter_format", "conversational")
 
 
 def read_record(output_dir: str | Path) -> dict | None:
@@ -111,6 +111,17 @@ def check_start_model(model_args: Any, trust_remote_code: bool = False) -> Any:
     except Exception as exc:  # noqa: BLE001 - the loaders raise many types; the user needs one line
         raise hmodels.load_error(ref, exc) from None
     return ref
+
+
+def use_messages(script_args: Any, tokenizer: Any, model_name: str) -> bool:
+    """Whether a run trains on chat messages (``--conversational``): auto when the base has a chat template."""
+    from ..protocol import has_chat_template
+
+    mode = getattr(script_args, "conversational", "auto")
+    if mode == "always" and not has_chat_template(tokenizer):
+        raise HHAlignError(f"--conversational always needs a chat template, and {model_name!r} has none: use "
+                           "--conversational auto or never (HH transcripts as text), or a base with a template")
+    return mode == "always" or mode == "auto" and has_chat_template(tokenizer)
 
 
 def load_start_model(model_args: Any, trust_remote_code: bool = False) -> tuple[Any, Any]:
@@ -210,6 +221,14 @@ def _train(kind: str, script_args: ScriptArguments, training_args: Any, model_ar
     resume = resume_checkpoint(out, training_args.resume_from_checkpoint)
     data = build_training_data(kind, script_args, training_args.seed)
     model, tokenizer = load_start_model(model_args, training_args.trust_remote_code)
+    if use_messages(script_args, tokenizer, model_args.model_name_or_path):
+        data = conversational(data, kind)
+    if model_args.use_peft:
+        from .lora import resolve_target_modules
+
+        # Checked (and PEFT's default filled in) before anything is written: the targets are recorded with the run.
+        model_args.lora_target_modules = resolve_target_modules(model, model_args.lora_target_modules,
+                                                                model_args.model_name_or_path)
     logger.info(f"{kind}: {data.info['examples']} examples ({data.info['format']})")
     if kind == "dpo":
         from .filters import length_counts

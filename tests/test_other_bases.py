@@ -1,0 +1,92 @@
+"""Training and judging beyond OPT and DeBERTa, on tiny random models of other families (tests/families.py):
+LoRA targets per model type, a recipe naming modules a model lacks refused in one line, one LoRA DPO step on a Llama
+(chat template: conversational data) and a GPT-NeoX base (no template: HH text) from an improved/ recipe with only
+the model changed, and decoder-backbone reward models scored exactly in batches."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from families import build_family
+
+from hhalign.cli import main as cli_main
+from hhalign.errors import HHAlignError
+
+pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+# One step, short sequences, a handful of rows: plumbing, not learning.
+ONE_STEP = ["--max_steps", "1", "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1",
+            "--max_length", "160", "--logging_steps", "1", "--save_steps", "10", "--max_samples", "4"]
+
+
+@pytest.fixture(scope="module")
+def bases(tiny_models, tmp_path_factory):
+    root = tmp_path_factory.mktemp("bases")
+    return {"llama": build_family("llama", tiny_models.policy, root / "llama", template="chatml", seed=1),
+            "gpt_neox": build_family("gpt_neox", tiny_models.policy, root / "gpt_neox", seed=2)}
+
+
+def test_lora_targets_default_to_peft_then_all_linear(bases):
+    from transformers import AutoModelForCausalLM
+
+    from hhalign.training.lora import default_target_modules, resolve_target_modules
+
+    assert default_target_modules("llama") == ["q_proj", "v_proj"]
+    assert default_target_modules("gpt_neox") == ["query_key_value"]
+    assert default_target_modules("phi3") == "all-linear"  # a type PEFT's table lacks
+    neox = AutoModelForCausalLM.from_pretrained(bases["gpt_neox"])
+    assert resolve_target_modules(neox, None, "neox") == ["query_key_value"]
+    assert resolve_target_modules(neox, "dense", "neox") == ["dense"]  # TRL's one-element list, not a regex
+    assert resolve_target_modules(neox, "all-linear", "neox") == "all-linear"
+    with pytest.raises(HHAlignError) as refused:
+        resolve_target_modules(neox, ["q_proj", "v_proj"], "neox")
+    line = str(refused.value)
+    assert "\n" not in line and "q_proj, v_proj" in line and "--lora_target_modules" in line
+    assert "query_key_value, dense, dense_h_to_4h, dense_4h_to_h" in line
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt_neox"])
+def test_one_lora_dpo_step_from_an_improved_recipe(family, bases, hh_path, tmp_path, one_thread):
+    out = tmp_path / family
+    assert cli_main(["dpo", "--config", "improved/smollm2-360m_dpo", "--model_name_or_path", str(bases[family]),
+                     "--dataset_name", str(hh_path), "--dataset_train_split", "test", "--subsets", "helpful-base",
+                     "--output_dir", str(out), *ONE_STEP]) == 0
+    record = json.loads((out / "hhalign_train.json").read_text())
+    assert record["status"] == "finished" and record["timing"]["global_step"] == 1
+    assert record["recipe"]["lora_target_modules"] == "all-linear"
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    linear = {"llama": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
+              "gpt_neox": {"query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"}}[family]
+    assert {t.rsplit(".", 1)[-1] for t in adapter["target_modules"]} == linear
+    # The Llama base has a chat template: TRL's conversational format; GPT-NeoX has none: HH text, as for OPT.
+    assert record["data"].get("conversational", False) == (family == "llama")
+    assert ("chat messages" in record["data"]["format"]) == (family == "llama")
+
+
+def test_paper_recipe_refuses_a_gpt_neox_base_in_one_line(bases, hh_path, tmp_path, capsys):
+    out = tmp_path / "refused"
+    code = cli_main(["dpo", "--config", "paper/dpo", "--model_name_or_path", str(bases["gpt_neox"]),
+                     "--dataset_name", str(hh_path), "--dataset_train_split", "test", "--subsets", "helpful-base",
+                     "--output_dir", str(out), *ONE_STEP])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("error: ") and "Traceback" not in "".join(err)
+    assert "q_proj, v_proj" in err[-1] and "gpt_neox" in err[-1] and "--lora_target_modules" in err[-1]
+    assert not out.exists()  # nothing written by a refused run
+
+
+def test_conversational_data_keep_the_hh_turns(tiny_models, hh_path):
+    from hhalign.training.config import DPOScriptArguments, SFTScriptArguments
+    from hhalign.training.data import build_training_data, conversational
+
+    args = DPOScriptArguments(dataset_name=str(hh_path), subsets=["harmless-base"], dataset_train_split="test",
+                              max_samples=3)
+    data = build_training_data("dpo", args)
+    chat = conversational(data, "dpo")
+    for text, msgs in zip(data.examples, chat.examples):
+        assert msgs["prompt"][0]["role"] == "user" and msgs["prompt"][-1]["role"] == "user"
+        assert msgs["prompt"][-1]["content"] in text["prompt"]
+        assert msgs["chosen"] == [{"role": "assistant", "content": text["chosen"].strip()}]
+        assert msgs["rejected"] == [{"role": "assistant", "content": text["rejected"].strip()}]
+    sft = conversational(build_training_data("sft", SFTScriptArguments(
+        dataset_name=str(hh_path), subsets=["harmless-base"], dataset_train_split="test", max_samples=2)), "sft")
+    assert all(m["role"] in ("user", "assistant") for e in sft.examples for m in e["messages"])
