@@ -323,5 +323,9 @@ def load_reward_model(ref: ModelRef | str = DEFAULT_REWARD_MODEL, device: str = 
     if model.config.num_labels != 1:
         raise HHAlignError(f"reward model {ref.ref!r} has {model.config.num_labels} labels; it must output one "
                            "score (e.g. OpenAssistant/reward-model-deberta-v3-large-v2)")
+    from .engine.reward import is_decoder_only, pad_with_eos
+
+    if is_decoder_only(model):
+        pad_with_eos(model, tokenizer)
     model.to(device).eval()
     return LoadedModel(model, tokenizer, _describe(ref, model, {"dtype": str(torch_dtype).removeprefix("torch.")}))

@@ -55,6 +55,11 @@ def family_config(family: str, tok, **extra):
         return transformers.LlamaConfig(**{**SMALL, "num_key_value_heads": 2, **ids, **extra})
     if family == "qwen2":
         return transformers.Qwen2Config(**{**SMALL, "num_key_value_heads": 2, **ids, **extra})
+    if family == "gemma2":
+        return transformers.Gemma2Config(**{**SMALL, "num_key_value_heads": 2, "head_dim": 16, **ids, **extra})
+    if family == "gpt2":
+        return transformers.GPT2Config(**{"n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 2048, **ids,
+                                          **extra})
     if family == "gpt_neox":
         return transformers.GPTNeoXConfig(**{**SMALL, "rotary_pct": 0.25, **ids, **extra})
     raise ValueError(f"unknown family {family!r}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from families import build_family
+from families import build_family, tiny_tokenizer
 
 from hhalign.cli import main as cli_main
 from hhalign.errors import HHAlignError
@@ -90,3 +90,47 @@ def test_conversational_data_keep_the_hh_turns(tiny_models, hh_path):
     sft = conversational(build_training_data("sft", SFTScriptArguments(
         dataset_name=str(hh_path), subsets=["harmless-base"], dataset_train_split="test", max_samples=2)), "sft")
     assert all(m["role"] in ("user", "assistant") for e in sft.examples for m in e["messages"])
+
+
+# --- judges on decoder backbones -----------------------------------------------------------------------------------
+
+PAIRS = [("Human: hi", "hello there"),
+         ("Human: how do I bake bread?\n\nAssistant: With flour.\n\nHuman: and then?", "Knead it, let it rise, bake."),
+         ("Human: ok", ""),
+         ("Human: tell me a long story about a dragon who lived in a cave by the sea and guarded gold",
+          "Once upon a time a dragon slept on its gold, and the sea sang to it every night."),
+         ("Human: why?", "Because.")]
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma2", "gpt2"])
+def test_decoder_judges_score_batches_exactly(family, tiny_models, tmp_path, one_thread):
+    """Batched scores equal one pair at a time and the model's own unbatched forward, padded on either side, for
+    pairs of mixed lengths; a judge without a pad token pads with EOS."""
+    import torch
+
+    from hhalign.engine.reward import score
+    from hhalign.engine.reward_formats import get_format
+    from hhalign.loading import load_reward_model
+
+    folder = build_family(family, tiny_models.policy, tmp_path / family, seed=5, head="sequence_classification")
+    judge = load_reward_model(str(folder))
+    if family == "llama":  # a judge without a pad token, as Llama-3 reward models often are
+        judge.tokenizer.pad_token = None
+        judge.model.config.pad_token_id = None
+    prompts, responses = [p for p, _ in PAIRS], [r for _, r in PAIRS]
+    for fmt in ("pair", "chat") if family == "qwen2" else ("pair",):
+        if fmt == "chat":
+            judge.tokenizer.chat_template = tiny_tokenizer(tiny_models.policy, "chatml").chat_template
+        loop = [s.reward for s in score(judge.model, judge.tokenizer, prompts, responses, engine="loop",
+                                        input_format=fmt)]
+        rows, _ = get_format(fmt).encode(judge.tokenizer, prompts, responses)
+        with torch.inference_mode():
+            own = [judge.model(input_ids=torch.tensor([r["input_ids"]])).logits[0, 0].item() for r in rows]
+        assert loop == pytest.approx(own, abs=1e-6)
+        assert len({round(v, 4) for v in own}) == len(own)  # the pairs score differently: a real comparison
+        for side in ("right", "left"):
+            judge.tokenizer.padding_side = side
+            batched = [s.reward for s in score(judge.model, judge.tokenizer, prompts, responses, batch_size=8,
+                                               token_budget=10_000, input_format=fmt)]
+            assert batched == pytest.approx(loop, abs=1e-5), (family, fmt, side)
+    assert judge.tokenizer.pad_token_id is not None and judge.model.config.pad_token_id == judge.tokenizer.pad_token_id

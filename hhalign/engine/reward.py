@@ -14,6 +14,7 @@ The scorers give the same scores (float32: within 1e-4, in practice about 1e-6):
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -87,6 +88,9 @@ def score(model: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequenc
     from .deberta import PACKED_TOKENS, packed_for, unsupported
     from .reward_formats import get_format
 
+    decoder = is_decoder_only(model)
+    if decoder:
+        pad_with_eos(model, tokenizer)
     rows, full_lengths = get_format(input_format).encode(tokenizer, prompts, responses, max_length)
     lengths = [len(r["input_ids"]) for r in rows]
     packed = packed_for(model) if engine == "engine" and unsupported(model) is None else None
@@ -104,6 +108,7 @@ def score(model: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequenc
         order = sorted(range(len(rows)), key=lambda i: (-lengths[i], i))
         batches = (order[a:b] for a, b in prefill_groups([lengths[i] for i in order], batch_size, budget))
         memo = memoized_rel_projections(model)
+    forward_args = inspect.signature(model.forward).parameters
     with memo, torch.inference_mode():
         for batch in batches:
             if len(batch) == 1:
@@ -112,12 +117,45 @@ def score(model: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequenc
             else:
                 padded = tokenizer.pad([rows[i] for i in batch], padding=True, return_tensors="pt")
             padded = {k: v.to(device) for k, v in padded.items()}
+            if decoder and "position_ids" in forward_args:
+                # Real tokens keep positions 0..n-1 whichever side the padding is on: left-padded rows would
+                # otherwise start at their padding's length (absolute position embeddings, e.g. GPT-2, change).
+                padded["position_ids"] = (padded["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+            if decoder and len(batch) > 1:
+                # Padding must be the id the pooling looks for (the config's), whatever the tokenizer padded with.
+                pad_id = model.config.get_text_config().pad_token_id
+                padded["input_ids"] = padded["input_ids"].masked_fill(padded["attention_mask"] == 0, pad_id)
             logits = model(**padded).logits[:, 0].float().cpu().tolist()
             for i, value in zip(batch, logits):
                 out[i] = Score(float(value), lengths[i], lengths[i] < full_lengths[i])
             if progress is not None:
                 progress.update(len(batch))
     return out  # type: ignore[return-value]
+
+
+def is_decoder_only(model: Any) -> bool:
+    """A sequence classifier on a decoder-only backbone (Llama, Qwen2, Gemma, GPT-2, GPT-NeoX, OPT, ...): it reads the
+    last real token, found as the rightmost token that is not the pad token (transformers' last-token pooling)."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    config = model.config
+    kind = getattr(config, "model_type", "")
+    return (kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+            and not getattr(config, "is_encoder_decoder", False))
+
+
+def pad_with_eos(model: Any, tokenizer: Any) -> None:
+    """Give a decoder judge without a pad token EOS as its pad token (as TRL's reward trainer does), in the tokenizer
+    and in the model's config: transformers refuses batches without one, and the pooling reads the same id, so a
+    pair is pooled at the same token alone and in a batch."""
+    if tokenizer.pad_token_id is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    if config.pad_token_id is None and tokenizer.pad_token_id is not None:
+        config.pad_token_id = tokenizer.pad_token_id
 
 
 def scorer_name(model: Any, engine: str = "engine") -> str:
