@@ -63,6 +63,16 @@ def test_one_lora_dpo_step_from_an_improved_recipe(family, bases, hh_path, tmp_p
     assert ("chat messages" in record["data"]["format"]) == (family == "llama")
 
 
+def test_one_sft_step_on_chat_messages_from_an_improved_recipe(bases, hh_path, tmp_path, one_thread):
+    out = tmp_path / "sft"
+    assert cli_main(["sft", "--config", "improved/qwen2.5-0.5b_sft", "--model_name_or_path", str(bases["llama"]),
+                     "--dataset_name", str(hh_path), "--dataset_train_split", "test", "--subsets", "helpful-base",
+                     "--output_dir", str(out), *ONE_STEP]) == 0
+    record = json.loads((out / "hhalign_train.json").read_text())
+    assert record["status"] == "finished" and record["data"]["conversational"] is True
+    assert "prompt_completion" in record["data"]["format"]
+
+
 def test_paper_recipe_refuses_a_gpt_neox_base_in_one_line(bases, hh_path, tmp_path, capsys):
     out = tmp_path / "refused"
     code = cli_main(["dpo", "--config", "paper/dpo", "--model_name_or_path", str(bases["gpt_neox"]),
