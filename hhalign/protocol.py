@@ -121,6 +121,12 @@ def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
+def serving_protocol(tokenizer: Any) -> str:
+    """The protocol the Space chats in with a model: its chat template when it has one (instruct models), else the
+    evaluator's ``chat`` protocol (HH turns with the assistant cue: base and HH-trained models)."""
+    return "template" if has_chat_template(tokenizer) else "chat"
+
+
 def check_template(tokenizer: Any, model_name: str) -> None:
     """One-line refusal of ``--protocol template`` for a model whose tokenizer has no chat template."""
     if not has_chat_template(tokenizer):

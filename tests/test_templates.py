@@ -93,3 +93,19 @@ def test_a_model_without_chat_template_is_refused_in_one_line(tiny_models, tmp_p
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "--protocol" in err, err
     assert "'opt' has no chat template" in err
     assert not out.exists()  # refused before anything was written
+
+
+def test_space_chat_uses_the_template_of_a_model_that_has_one(chat_models, tiny_models):
+    from hhalign.loading import load_policy
+    from hhalign.protocol import serving_protocol
+    from hhalign.refs import parse_model_ref
+    from hhalign.serving.chat import DecodeOptions, conversation_prompt, stream_reply
+
+    parrot = load_policy(parse_model_ref(str(chat_models["parrot"])))
+    prompt = conversation_prompt([("hi", "hello")], "and now?")
+    replies = list(stream_reply(parrot.model, parrot.tokenizer, prompt, DecodeOptions(max_new_tokens=12)))
+    assert replies[-1].done and replies[-1].text == REPLY  # cut at <|eot_id|>: " and more" never shows
+    assert all(REPLY.startswith(r.text) for r in replies)
+    assert serving_protocol(parrot.tokenizer) == "template"
+    opt = load_policy(parse_model_ref(str(tiny_models.policy)))
+    assert serving_protocol(opt.tokenizer) == "chat"  # a base model keeps the evaluator's chat protocol

@@ -12,7 +12,15 @@ from ..engine.base import context_limit, encode_prompts, greedy_config
 from ..errors import HHAlignError
 from ..eval.metrics import Thresholds
 from ..loading import LoadedModel
-from ..protocol import ASSISTANT, HUMAN_MARKERS, model_input, postprocess
+from ..protocol import (
+    ASSISTANT,
+    HUMAN_MARKERS,
+    adds_special_tokens,
+    model_input,
+    postprocess,
+    serving_protocol,
+    turn_end_ids,
+)
 from .pool import ModelPool
 from .render import CATEGORIES, verdict
 
@@ -126,13 +134,16 @@ def _sampling_config(tokenizer: Any, options: DecodeOptions) -> Any:
 
 def stream_reply(model: Any, tokenizer: Any, prompt: str, options: DecodeOptions,
                  limits: Limits = Limits()) -> Iterator[Reply]:
-    """Stream the reply to ``prompt`` under the ``chat`` protocol (assistant cue in, cut at the next Human turn)."""
+    """Stream the reply to ``prompt`` under the ``chat`` protocol (assistant cue in, cut at the next Human turn), or
+    through the model's chat template when it has one (cut at its end of turn)."""
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-    text = model_input(prompt, PROTOCOL)
+    protocol = serving_protocol(tokenizer)  # a model's own chat template when it has one (hhalign.protocol)
+    markers = HUMAN_MARKERS if protocol == PROTOCOL else ()
+    text = model_input(prompt, protocol, tokenizer)
     budget = min(limits.max_prompt_tokens, context_limit(model, options.max_new_tokens))
-    ((ids, truncated),) = encode_prompts(tokenizer, [text], budget)
+    ((ids, truncated),) = encode_prompts(tokenizer, [text], budget, adds_special_tokens(protocol))
     n_prompt = len(ids)
     cancel = threading.Event()
     state = {"n_new": 0, "error": None}
@@ -142,7 +153,7 @@ def stream_reply(model: Any, tokenizer: Any, prompt: str, options: DecodeOptions
         def __call__(self, input_ids, scores, **kwargs):
             new = input_ids[0, n_prompt:]
             state["n_new"] = int(new.shape[0])
-            done = cancel.is_set() or any(m in tokenizer.decode(new, skip_special_tokens=True) for m in HUMAN_MARKERS)
+            done = cancel.is_set() or any(m in tokenizer.decode(new, skip_special_tokens=True) for m in markers)
             return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
@@ -160,15 +171,17 @@ def stream_reply(model: Any, tokenizer: Any, prompt: str, options: DecodeOptions
             state["error"] = exc
             streamer.end()
 
+    if protocol == "template":  # the reply ends at the template's end of turn (or EOS)
+        kwargs["generation_config"].eos_token_id = turn_end_ids(tokenizer, model.generation_config.eos_token_id)
     thread = threading.Thread(target=work, name="hhalign-generate", daemon=True)
     thread.start()
     raw = ""
     try:
         for piece in streamer:
             raw += piece
-            if any(m in raw for m in HUMAN_MARKERS):
+            if any(m in raw for m in markers):
                 cancel.set()
-            yield Reply(visible_text(raw))
+            yield Reply(visible_text(raw) if markers else postprocess(raw, protocol))
     finally:
         # Also reached when the consumer stops early: the model must be idle before its lock is released.
         cancel.set()
@@ -176,7 +189,7 @@ def stream_reply(model: Any, tokenizer: Any, prompt: str, options: DecodeOptions
     if state["error"] is not None:
         exc = state["error"]
         raise HHAlignError(f"generation failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-    yield Reply(postprocess(raw, PROTOCOL), True, n_prompt, state["n_new"], truncated)
+    yield Reply(postprocess(raw, protocol), True, n_prompt, state["n_new"], truncated)
 
 
 # --- scoring -------------------------------------------------------------------------------------------------------
