@@ -93,6 +93,9 @@ def test_a_model_without_chat_template_is_refused_in_one_line(tiny_models, tmp_p
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "--protocol" in err, err
     assert "'opt' has no chat template" in err
     assert not out.exists()  # refused before anything was written
+    code = cli_run(lambda cfg: run(cfg), [EvalConfig], ["--demo", "--protocol", "template", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--protocol template" in err and not out.exists()
 
 
 def test_space_chat_uses_the_template_of_a_model_that_has_one(chat_models, tiny_models):

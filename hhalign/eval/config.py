@@ -132,6 +132,9 @@ class EvalConfig:
         if self.mode == "fast" and self.dtype != "float32":
             raise HHAlignError(f"--mode fast picks the number format itself; drop --dtype {self.dtype} or use --mode "
                                "fp32")
+        if self.demo and self.protocol == "template":
+            raise HHAlignError("--demo's tiny OPT models have no chat template, so --protocol template cannot format "
+                               "their prompts: use --protocol chat or paper with --demo")
         if self.tensor_parallel_size > 1 and self.backend != "vllm":
             raise HHAlignError(f"--tensor_parallel_size {self.tensor_parallel_size} splits a model over GPUs with "
                                "vLLM: add --backend vllm, or drop --tensor_parallel_size")
