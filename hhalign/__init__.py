@@ -22,7 +22,7 @@ _MODULES = {
     "errors": "HHAlignError",
     "data": "CATEGORIES DEFAULT_DATASET EvalPrompt PreferencePair build_prompt_set limit_prompts load_hh "
             "load_prompts_file paper_prompts preference_pair preference_pairs",
-    "protocol": "Turn paper_prompt parse_turns model_input postprocess",
+    "protocol": "Turn paper_prompt parse_turns model_input postprocess prompt_messages template_input",
     "refs": "DEFAULT_REWARD_MODEL ModelRef parse_model_ref parse_model_refs",
     "loading": "LoadedModel load_policy load_reward_model",
     "engine": "Generation Generator generate get_generator register_generator",
