@@ -82,6 +82,7 @@ def test_paper_recipe_refuses_a_gpt_neox_base_in_one_line(bases, hh_path, tmp_pa
     assert code == 2 and err[-1].startswith("error: ") and "Traceback" not in "".join(err)
     assert "q_proj, v_proj" in err[-1] and "gpt_neox" in err[-1] and "--lora_target_modules" in err[-1]
     assert not out.exists()  # nothing written by a refused run
+    assert not any(line.startswith("loaded ") for line in err)  # refused from the config, before the data load
 
 
 def test_conversational_data_keep_the_hh_turns(tiny_models, hh_path):

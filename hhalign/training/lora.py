@@ -60,5 +60,18 @@ def resolve_target_modules(model: Any, targets: str | Sequence[str] | None, mode
     return targets
 
 
+def resolve_from_config(path: str, revision: str | None, targets: str | Sequence[str] | None, model_name: str,
+                        trust_remote_code: bool = False) -> list[str] | str:
+    """:func:`resolve_target_modules` on the model's skeleton (its config on the meta device: no weights read, no
+    memory), so a recipe naming modules the model lacks is refused before the data are loaded."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    return resolve_target_modules(skeleton, targets, model_name)
+
+
 def _shown(targets: list[str] | str) -> str:
     return targets if isinstance(targets, str) else " ".join(targets)

@@ -217,7 +217,13 @@ def _train(kind: str, script_args: ScriptArguments, training_args: Any, model_ar
            command: str | None, callbacks: Sequence[Any], role: str | None) -> dict:
     # Cheap checks first: a model that does not exist must fail before minutes of data loading, and data that
     # filter down to nothing before the weights are loaded.
-    check_start_model(model_args, training_args.trust_remote_code)
+    ref = check_start_model(model_args, training_args.trust_remote_code)
+    if model_args.use_peft:
+        from .lora import resolve_from_config
+
+        # LoRA targets the model lacks: refused now, from the config alone, rather than after the data are loaded.
+        resolve_from_config(ref.path, ref.revision, model_args.lora_target_modules, model_args.model_name_or_path,
+                            training_args.trust_remote_code)
     resume = resume_checkpoint(out, training_args.resume_from_checkpoint)
     data = build_training_data(kind, script_args, training_args.seed)
     model, tokenizer = load_start_model(model_args, training_args.trust_remote_code)
