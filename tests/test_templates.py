@@ -27,7 +27,9 @@ REPLY = "Sure, here it is"
 def chat_models(tiny_models, tmp_path_factory):
     root = tmp_path_factory.mktemp("chat-models")
     return {"parrot": build_llama_parrot(tiny_models.policy, root / "parrot", REPLY),
-            "chatml": build_family("llama", tiny_models.policy, root / "chatml", template="chatml", seed=3)}
+            "chatml": build_family("llama", tiny_models.policy, root / "chatml", template="chatml", seed=3),
+            "judge": build_family("qwen2", tiny_models.policy, root / "judge", template="chatml", seed=4,
+                                  head="sequence_classification")}
 
 
 def test_hh_turns_become_alternating_messages():
@@ -62,7 +64,8 @@ def test_eval_cli_with_template_protocol_end_to_end(chat_models, tiny_models, tm
     out = tmp_path / "run"
     proc = subprocess.run(
         [*EVAL, "--models", f"parrot={chat_models['parrot']}", f"chatml={chat_models['chatml']}", "--protocol",
-         "template", "--reward_model", str(tiny_models.reward), "--prompt_set", "demo", "--limit", "3",
+         "template", "--reward_model", f"oa={tiny_models.reward}", f"qwen={chat_models['judge']}", "--judge_formats",
+         "qwen=chat", "--prompt_set", "demo", "--limit", "3",
          "--max_new_tokens", "12", "--batch_size", "4", "--n_bootstrap", "100", "--judge_check", "0", "--no_plots",
          "--out", str(out)], capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -78,10 +81,14 @@ def test_eval_cli_with_template_protocol_end_to_end(chat_models, tiny_models, tm
     from hhalign.engine.reward import score
     from hhalign.loading import load_reward_model
 
+    prompts, responses = [r["prompt"] for r in records], [r["response"] for r in records]
     judge = load_reward_model(str(tiny_models.reward))
-    direct = score(judge.model, judge.tokenizer, [r["prompt"] for r in records], [r["response"] for r in records],
-                   engine="loop")
+    direct = score(judge.model, judge.tokenizer, prompts, responses, engine="loop")
     assert [r["reward"] for r in records] == pytest.approx([s.reward for s in direct], abs=1e-5)
+    # A second judge on a decoder backbone (Qwen2 sequence classifier) reading its chat template, batched in the run.
+    qwen = load_reward_model(str(chat_models["judge"]))
+    direct = score(qwen.model, qwen.tokenizer, prompts, responses, engine="loop", input_format="chat")
+    assert [r["rewards"]["qwen"] for r in records] == pytest.approx([s.reward for s in direct], abs=1e-5)
 
 
 def test_a_model_without_chat_template_is_refused_in_one_line(tiny_models, tmp_path, capsys):
