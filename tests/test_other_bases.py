@@ -145,3 +145,16 @@ def test_decoder_judges_score_batches_exactly(family, tiny_models, tmp_path, one
                                                token_budget=10_000, input_format=fmt)]
             assert batched == pytest.approx(loop, abs=1e-5), (family, fmt, side)
     assert judge.tokenizer.pad_token_id is not None and judge.model.config.pad_token_id == judge.tokenizer.pad_token_id
+
+
+def test_conversational_option_follows_the_chat_template(tiny_models):
+    from hhalign.training.config import SFTScriptArguments
+    from hhalign.training.run import use_messages
+
+    chat, plain = tiny_tokenizer(tiny_models.policy, "chatml"), tiny_tokenizer(tiny_models.policy)
+    for mode, with_template, without in (("auto", True, False), ("never", False, False)):
+        args = SFTScriptArguments(conversational=mode)
+        assert use_messages(args, chat, "m") is with_template and use_messages(args, plain, "m") is without
+    assert use_messages(SFTScriptArguments(conversational="always"), chat, "m") is True
+    with pytest.raises(HHAlignError, match="--conversational always needs a chat template, and 'opt' has none"):
+        use_messages(SFTScriptArguments(conversational="always"), plain, "opt")
