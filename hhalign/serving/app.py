@@ -150,7 +150,7 @@ def build_demo(backend: Backend) -> gr.Blocks:
             with gr.Tab("Chat", id="chat"):
                 chat_tab(backend, examples)
             with gr.Tab("Arena", id="arena"):
-                arena_tab(backend)
+                arena_tab(backend, demo)
             with gr.Tab("Compare", id="compare"):
                 compare_tab(backend, examples)
             with gr.Tab("Results", id="results"):
