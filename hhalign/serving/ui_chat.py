@@ -200,6 +200,8 @@ def chat_tab(backend: Backend, examples: dict[str, list[str]]) -> None:
             raise ui_error(exc) from None
         return display(convs[model]), convs, details
 
+    # On a phone the conversation, the message box and its buttons come first (CSS order, class hh-phone-first), the
+    # settings, the model's note and the explainer after them: the box and the latest reply are on the first screen.
     with gr.Row():
         model = Dropdown(names, value=names[0], label="Model", scale=2, elem_id="chat-model", min_width=200)
         kind = Radio(KIND_CHOICES, value="helpful", label="Your message is", scale=3, elem_id="chat-kind",
@@ -209,15 +211,16 @@ def chat_tab(backend: Backend, examples: dict[str, list[str]]) -> None:
     # The label is for screen readers: shown, it floats over the first message (model_info says it instead).
     chatbot = gr.Chatbot(label=chat_label(names[0]), show_label=False, height=380, feedback_options=None,
                          buttons=["copy"], placeholder="Ask anything; each reply gets a reward badge.",
-                         elem_id="chatbot", latex_delimiters=[], sanitize_html=True, group_consecutive_messages=False)
+                         elem_id="chatbot", latex_delimiters=[], sanitize_html=True, group_consecutive_messages=False,
+                         elem_classes=["hh-phone-first"])
     gr.Markdown(explainer(service.thresholds), elem_classes=["hh-explainer"])
-    status = gr.Markdown(elem_id="chat-status")
-    with gr.Row():
+    status = gr.Markdown(elem_id="chat-status", elem_classes=["hh-phone-first"])
+    with gr.Row(elem_classes=["hh-phone-first"]):
         msg = gr.Textbox(label="Message", show_label=False, placeholder="Type a message", scale=5,
                          elem_id="chat-input", max_length=limits.max_input_chars)
         send = gr.Button("Send", variant="primary", scale=1, min_width=80, elem_id="chat-send")
         stop = gr.Button("Stop", variant="stop", scale=1, min_width=80, interactive=False, elem_id="chat-stop")
-    with gr.Row():
+    with gr.Row(elem_classes=["hh-phone-first"]):
         retry = gr.Button("Retry", size="sm", elem_id="chat-retry", min_width=70)
         undo_btn = gr.Button("Undo", size="sm", elem_id="chat-undo", min_width=70)
         clear_btn = gr.Button("Clear", size="sm", elem_id="chat-clear", min_width=70)

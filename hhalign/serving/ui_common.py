@@ -131,6 +131,12 @@ CSS = """
 footer > .divider:last-child { display: none; }
 @media (max-width: 640px) {
   .hh-hide-phone { display: none !important; }
+  /* The chat box and the latest reply on a phone's first screen (390x844): a smaller title and intro, a shorter
+     conversation pane, and the conversation, its box and buttons before the settings. */
+  .hh-title h1 { font-size: 1.25rem !important; margin: 0 !important; }
+  .hh-intro { font-size: 0.8em; }
+  .hh-phone-first { order: -1; }
+  #chatbot { height: min(380px, 46vh) !important; }
   /* Narrower tab labels, so all five tabs fit a phone's width instead of hiding behind "...". */
   .tab-container button { padding-left: 7px !important; padding-right: 7px !important; }
 }

@@ -66,13 +66,14 @@ def compare_tab(backend: Backend, examples: dict[str, list[str]]) -> None:
     def compare_ui(prompt, category, max_new):
         text = normalize_content(prompt).strip()
         if not text:
-            yield unchanged()  # an empty send does nothing
+            yield gr.update(value=""), *unchanged()  # an empty send does nothing (spaces are cleared)
             return
         try:
-            yield from stream(check_message(text, limits), category, max_new)
+            for outputs in stream(check_message(text, limits), category, max_new):
+                yield gr.skip(), *outputs
         except Exception as exc:  # noqa: BLE001 - a warning, no error pill left on the cards
             gr.Warning(error_text(exc))
-            yield unchanged()
+            yield gr.skip(), *unchanged()
 
     def compare_api(prompt, category, max_new):
         """Every model's reply to one prompt: the cards (HTML) and one score row per model, the best marked."""
@@ -99,7 +100,7 @@ def compare_tab(backend: Backend, examples: dict[str, list[str]]) -> None:
                 inputs=[prompt, kind])
     api_button = gr.Button(visible=False)
     limits_kw = generation_limits(backend)
-    gr.on([run.click, prompt.submit], compare_ui, inputs=[prompt, kind, max_new], outputs=[*outs, scores],
+    gr.on([run.click, prompt.submit], compare_ui, inputs=[prompt, kind, max_new], outputs=[prompt, *outs, scores],
           api_visibility="private", trigger_mode="once", **limits_kw)
     api_button.click(compare_api, inputs=[prompt, kind, max_new], outputs=[*outs, scores], api_name="compare",
                      **limits_kw)

@@ -134,7 +134,7 @@ def results_tab(backend: Backend, demo: gr.Blocks) -> None:
         with gr.Column(scale=3, min_width=300):
             cards = gr.HTML(rate_cards(view.rates), elem_id="results-cards")
         with gr.Column(scale=2, min_width=260):
-            gr.Markdown(hres.explainer_markdown(view.thresholds), elem_id="results-explainer")
+            gr.Markdown(hres.explainer_markdown(view.thresholds, view.prompts), elem_id="results-explainer")
     gr.Markdown("### Rates\nIn %, each with its 95% interval (low, high). Search the table, sort it with a "
                 "column's ⋮ menu, download it as CSV.")
     rates = table(view.rates, "Rates (%)", "metrics-table", pinned_columns=1, column_widths=widths(view.rates))
