@@ -172,7 +172,9 @@ def long_verdict(latencies: Sequence[float], rss: Sequence[int], warmup: int) ->
     base = rss[warmup - 1] if warmup else rss[0]
     later = rss[warmup:]
     ordered = sorted(latencies)
+    tail = sorted(latencies[-10:])
     return {"first_turn_s": latencies[0], "median_turn_s": ordered[len(ordered) // 2], "max_turn_s": max(latencies),
+            "median_last_10_s": tail[len(tail) // 2],
             "max_after_warmup_s": max(latencies[warmup:]),
             "slowest_vs_first": max(latencies[warmup:]) / latencies[0] if latencies[0] > 0 else float("inf"),
             "rss_after_warmup_mb": base / MB, "rss_max_mb": max(later) / MB, "rss_end_mb": rss[-1] / MB,
@@ -271,7 +273,8 @@ def main(cfg: SoakConfig) -> dict:
               f"{r['models_loaded_mb']:.0f} MB with the models loaded, {r['rss_after_warmup_mb']:.0f} MB after "
               f"{cfg.long_warmup} turns, max {r['rss_max_mb']:.0f} MB, end {r['rss_end_mb']:.0f} MB (growth after "
               f"warm-up {r['growth_after_warmup_mb']:+.1f} MB); latency first turn {r['first_turn_s']:.2f} s, median "
-              f"{r['median_turn_s']:.2f} s, slowest after warm-up {r['max_after_warmup_s']:.2f} s "
+              f"{r['median_turn_s']:.2f} s, median of the last 10 {r['median_last_10_s']:.2f} s, slowest after "
+              f"warm-up {r['max_after_warmup_s']:.2f} s "
               f"({r['slowest_vs_first']:.2f}x the first); reward model read at most {max(r['reward_tokens'])} tokens")
         print(json.dumps({"latencies_s": [round(x, 3) for x in r["latencies_s"]],
                           "rss_mb": [round(x, 1) for x in r["rss_mb"]]}))
