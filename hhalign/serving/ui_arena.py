@@ -78,6 +78,9 @@ def arena_tab(backend: Backend, demo: gr.Blocks | None = None) -> None:
     def can_vote(state) -> bool:
         return isinstance(state, Battle) and state.ready and state.winner is None
 
+    def open_votes(state) -> list:
+        return vote_buttons(can_vote(state))
+
     def unchanged(state, outcome=None) -> tuple:
         """Every output as it stands: the panels keep what they show, the buttons their labels and state."""
         say = gr.update(visible=True) if outcome is None else gr.update(value=outcome, visible=True)
@@ -94,8 +97,10 @@ def arena_tab(backend: Backend, demo: gr.Blocks | None = None) -> None:
             text = check_message(text, limits)
             yield "", None, panel("A", None), panel("B", None), "", *vote_buttons(False)
             for battle, a, b, note in stream(text, category):
+                # The votes open in the step after this event (open_votes): Gradio re-sends a stream's last outputs
+                # when it completes, which would hide a reveal that came in between.
                 yield (gr.skip(), battle, panel("A", a), panel("B", b), gr.update(value=note, visible=True),
-                       *vote_buttons(battle.ready))
+                       *vote_buttons(False))
         except Exception as exc:  # noqa: BLE001 - a warning, no error pill left on the page
             gr.Warning(error_text(exc))
             yield unchanged(battle if isinstance(battle, Battle) else None, "")
@@ -170,7 +175,7 @@ def arena_tab(backend: Backend, demo: gr.Blocks | None = None) -> None:
     limits_kw = generation_limits(backend)
     gr.on([send.click, prompt.submit], arena_ui, inputs=[prompt, kind, state],
           outputs=[prompt, state, side_a, side_b, outcome, *buttons], api_visibility="private", trigger_mode="once",
-          **limits_kw)
+          **limits_kw).then(open_votes, inputs=state, outputs=buttons, queue=False, api_visibility="private")
     for (key, _), button in zip(VOTE_BUTTONS, buttons):
         button.click(partial(vote_ui, winner=key), inputs=state,
                      outputs=[state, side_a, side_b, outcome, *buttons, table, agreement], api_visibility="private",
