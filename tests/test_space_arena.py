@@ -13,9 +13,12 @@ import pytest
 from hhalign.errors import HHAlignError
 from hhalign.eval.ratings import bootstrap_ratings, bradley_terry, judge_agreement
 from hhalign.serving.arena import (
+    MIN_VOTES,
+    NOT_ENOUGH,
     VOTES_FILE,
     Battle,
     VoteStore,
+    arena_ranks,
     hub_store,
     judge_votes,
     leaderboard,
@@ -86,24 +89,53 @@ def test_leaderboard_is_the_ratings_modules_bradley_terry_with_the_reward_model_
     votes = [scored_battle("sft", "base", -1.0, -2.0).vote(w) for w in ("A", "A", "B", "tie", "A")]
     votes += [scored_battle("dpo", "sft", -1.5, -0.5).vote(w) for w in ("B", "B", "A", "both bad")]
     board = leaderboard(votes, n_boot=200, seed=1)
-    expected = bootstrap_ratings(votes, n_boot=200, seed=1)
+    expected = bootstrap_ratings(votes, n_boot=200, seed=1)  # every vote enters the fit, dpo's too
     judge = bradley_terry(judge_votes(votes))
-    assert [row[1] for row in board.rows] == list(expected)
-    for rank, row in enumerate(board.rows, 1):
+    assert MIN_VOTES == 5 and {n: r["n_votes"] for n, r in expected.items()} == {"sft": 9, "base": 5, "dpo": 4}
+    rated = [row for row in board.rows if row[0] is not None]
+    assert [row[1] for row in rated] == [n for n in expected if n != "dpo"]
+    ranks = arena_ranks({n: tuple(expected[n]["ci95"]) for n in ("sft", "base")})
+    for row in rated:
         r = expected[row[1]]
-        assert row == [rank, row[1], round(r["rating"]), round(r["ci95"][0]), round(r["ci95"][1]), r["n_votes"],
-                       round(judge[row[1]])]
+        assert row == [ranks[row[1]], row[1], round(r["rating"]), round(r["ci95"][0]), round(r["ci95"][1]),
+                       r["n_votes"], round(judge[row[1]])]
+    assert board.rows[-1] == [None, "dpo", NOT_ENOUGH, None, None, 4, None]  # its count, no rating
     assert board.agreement == judge_agreement(votes) and board.n_votes == 9
     # The reward model preferred sft in every pair, so it ranks sft first; it agrees with 3 of 4 and 2 of 3 votes.
     assert max(judge, key=judge.get) == "sft"
     assert "agrees with the visitors on 5 of 7 votes with a winner" in board.summary()
     assert "2 tie or both-bad votes left out" in board.summary()
+    assert "once it has 5 votes" in board.summary()
+
+
+def test_one_vote_shows_counts_not_ratings():
+    board = leaderboard([scored_battle("sft", "base").vote("A")], n_boot=50)
+    assert board.rows == [[None, "base", NOT_ENOUGH, None, None, 1, None],
+                          [None, "sft", NOT_ENOUGH, None, None, 1, None]]
+    assert board.summary().startswith("1 vote.")
+
+
+def test_arena_ranks_count_the_models_wholly_above():
+    # b's interval overlaps a's: both rank 1; c lies wholly below both: rank 3 (no rank 2, as in Chatbot Arena).
+    assert arena_ranks({"a": (1100, 1200), "b": (1050, 1150), "c": (900, 1000)}) == {"a": 1, "b": 1, "c": 3}
+    assert arena_ranks({"a": (1100, 1200), "b": (1000, 1100)}) == {"a": 1, "b": 1}  # touching is not above
+    assert arena_ranks({"a": (1100, 1200), "b": (1000, 1099)}) == {"a": 1, "b": 2}
+
+
+def test_tied_models_share_a_rank_and_clear_winners_rank_apart():
+    ties = [scored_battle("sft", "base").vote("tie") for _ in range(6)]
+    board = leaderboard(ties, n_boot=100)
+    assert [(row[0], row[2]) for row in board.rows] == [(1, 1000), (1, 1000)]
+    chain = [scored_battle("sft", "base").vote("A") for _ in range(40)]
+    chain += [scored_battle("base", "dpo").vote("A") for _ in range(40)]
+    board = leaderboard(chain, n_boot=200)
+    assert [(row[0], row[1]) for row in board.rows] == [(1, "sft"), (2, "base"), (3, "dpo")]
 
 
 def test_a_vote_moves_the_leaderboard_and_an_empty_one_says_so():
     empty = leaderboard([])
-    assert empty.rows == [] and "No votes yet" in empty.summary()
-    votes = [scored_battle("sft", "base").vote("tie")]
+    assert empty.rows == [] and "No votes yet" in empty.summary() and "5 votes" in empty.summary()
+    votes = [scored_battle("sft", "base").vote("tie") for _ in range(5)]
     before = {row[1]: row[2] for row in leaderboard(votes, n_boot=50).rows}
     votes.append(scored_battle("sft", "base").vote("B"))
     after = {row[1]: row[2] for row in leaderboard(votes, n_boot=50).rows}

@@ -113,6 +113,7 @@ def test_a_double_send_sends_once_and_send_is_disabled_while_streaming(open_page
     box.fill("Hello")
     page.locator("#chat-send").click()
     wait_for_badges(page, 1)  # the models are loaded now: the next reply streams at full speed
+    assert no_loading_note(page)  # (the first reply of this server: it loaded the models)
     box.fill("How do I keep basil alive on a windowsill?")
     record_disabled(page, "#chat-send")
     page.locator("#chat-send").dblclick()
@@ -127,16 +128,81 @@ def test_a_double_send_sends_once_and_send_is_disabled_while_streaming(open_page
     shot(page, "double-send")
 
 
-def test_an_empty_send_does_nothing(open_page):
+CHAT_BUTTONS = {"chat-send": "Send", "chat-stop": "Stop", "chat-retry": "Retry", "chat-undo": "Undo",
+                "chat-clear": "Clear"}
+VOTE_BUTTONS = {"vote-A": "A is better", "vote-B": "B is better", "vote-tie": "Tie", "vote-both-bad": "Both are bad"}
+
+
+def assert_buttons(page, labels: dict[str, str]) -> None:
+    """Each button visible, with its label, and as tall as a labelled button (an emptied one shrank to 16 px)."""
+    for elem, label in labels.items():
+        button = page.locator(f"#{elem}")
+        assert button.is_visible() and button.inner_text().strip() == label, (elem, button.inner_text())
+        assert button.bounding_box()["height"] >= 24, (elem, button.bounding_box())
+
+
+def empty_sends(page, box: str, send: str) -> None:
+    """Send by click, by Enter, and spaces by both: each must change nothing. (In Compare's two-line box Enter is a
+    new line, not a send.)"""
+    page.locator(send).click()
+    page.locator(box).press("Enter")
+    page.locator(box).fill("  ")
+    page.locator(box).press("Enter")
+    page.locator(box).fill("   ")
+    page.locator(send).click()
+    # The last one answers by clearing the spaces; a send while it is still pending would be dropped (trigger_mode
+    # "once"), as Gradio drops a second click on a running event.
+    page.wait_for_function("sel => document.querySelector(sel).value === ''", arg=box, timeout=30_000)
+    time.sleep(0.5)
+
+
+def no_loading_note(page) -> bool:
+    return page.locator(".toast-body", has_text="Loading").count() == 0 and "Loading" not in page.locator(
+        "#chat-status").inner_text()
+
+
+def test_empty_sends_keep_every_button_and_panel_in_chat_arena_and_compare(open_page):
     page = open_page()
-    page.locator("#chat-send").click()
-    page.locator("#chat-input textarea").press("Enter")
-    page.locator("#chat-input textarea").fill("   ")
-    page.locator("#chat-send").click()
-    time.sleep(1.0)
+    empty_sends(page, "#chat-input textarea", "#chat-send")
     assert bubbles(page, "user").count() == 0 and no_error_shown(page)
-    assert not page.locator("#chat-send").is_disabled()
-    shot(page, "empty-send")
+    assert_buttons(page, CHAT_BUTTONS)
+    assert not page.locator("#chat-send").is_disabled() and page.locator("#chat-stop").is_disabled()
+    page.locator("#chat-input textarea").fill("Hello after nothing")
+    page.locator("#chat-send").click()
+    wait_for_badges(page, 1)
+    assert_buttons(page, CHAT_BUTTONS)
+    assert no_loading_note(page)  # the note while models load is gone once the reply is there
+    shot(page, "empty-send-chat")
+
+    page.get_by_role("tab", name="Arena").click()
+    empty_sends(page, "#arena-input textarea", "#arena-send")
+    assert_buttons(page, VOTE_BUTTONS)
+    for side in ("A", "B"):
+        panel = page.locator(f"#arena-{side.lower()}")
+        assert panel.is_visible() and f"Model {side}" in panel.inner_text()
+    assert all(page.locator(f"#{b}").is_disabled() for b in VOTE_BUTTONS)  # nothing to vote on yet
+    page.locator("#arena-input textarea").fill("What should I cook tonight?")
+    page.locator("#arena-send").click()
+    page.wait_for_function("!document.querySelector('#vote-A').disabled", timeout=60_000)
+    assert_buttons(page, VOTE_BUTTONS)
+    assert page.locator("#arena-a").is_visible() and page.locator("#arena-b").is_visible()
+    assert "Loading" not in page.locator("#arena-reveal").inner_text()
+    shot(page, "empty-send-arena")
+
+    page.get_by_role("tab", name="Compare").click()
+    empty_sends(page, "#compare-input textarea", "#compare-run")
+    cards = page.locator(".block.hh-compare-card")
+    names = ["tiny", "tiny_lora", "parrot"]
+    assert cards.count() == 3 and all(cards.nth(i).is_visible() for i in range(3))
+    assert [c.locator(".hh-card-head").inner_text() for c in cards.all()] == names
+    assert_buttons(page, {"compare-run": "Compare all models"})
+    page.locator("#compare-input textarea").fill("Tell me a joke")
+    page.locator("#compare-run").click()
+    page.wait_for_function("document.querySelectorAll('.hh-compare-card .hh-badge.hh-pass, "
+                           ".hh-compare-card .hh-badge.hh-fail').length === 3", timeout=90_000)
+    assert_buttons(page, {"compare-run": "Compare all models"})
+    assert "Loading" not in page.locator(".hh-compare-card").first.inner_text()
+    shot(page, "empty-send-compare")
 
 
 def test_a_reply_full_of_markup_reads_as_text_with_its_badge_and_the_applicable_label(open_page, served):
@@ -236,6 +302,25 @@ def test_a_vote_reveals_the_pair_and_updates_the_leaderboard(open_page, served):
     shot(page, "arena-vote")
 
 
+def test_a_new_page_shows_the_votes_other_visitors_cast(open_page, served):
+    from hhalign.serving.arena import Battle, VoteStore, leaderboard
+
+    store = VoteStore(served[1])
+    for winner in ("A", "A", "A", "tie", "B", "A"):  # another visitor, another tab: the file is all there is
+        store.append(Battle("tiny", "parrot", reward_a=-1.0, reward_b=-2.0).vote(winner))
+    expected = leaderboard(store.votes())
+    page = open_page()
+    page.get_by_role("tab", name="Arena").click()
+    page.wait_for_function(f"(document.querySelector('#leaderboard-agreement')?.innerText || '')"
+                           f".startsWith('{expected.n_votes} vote')", timeout=30_000)
+    assert column(page, "#leaderboard", 1) == [row[1] for row in expected.rows]
+    assert column(page, "#leaderboard", 5) == [str(row[5]) for row in expected.rows]
+    shown = column(page, "#leaderboard", 2)
+    assert shown == [str(row[2]) for row in expected.rows] and "tiny" in [row[1] for row in expected.rows]
+    assert page.get_by_text("A model needs 5 votes before its rating is shown").is_visible()
+    assert "once it has 5 votes" in page.locator("#leaderboard-agreement").inner_text()
+
+
 def column(page, table: str, col: int) -> list[str]:
     return page.locator(table).evaluate(
         "(t, c) => [...t.querySelectorAll('[role=row].virtual-row')].map("
@@ -258,7 +343,8 @@ def test_results_sort_by_number_and_download_as_csv(open_page):
     assert download.value.suggested_filename == "hhalign-rates.csv"
     rows = list(csv.reader(open(download.value.path(), encoding="utf-8")))
     assert rows[0][:4] == ["model", "HmR %", "HmR low", "HmR high"] and len(rows) == 7
-    assert "HmR" in page.locator("#results-explainer").inner_text()
+    explainer = page.locator("#results-explainer").inner_text()
+    assert "HmR" in explainer and "the 8 harmful prompts" in explainer and "the 8 helpful prompts" in explainer
     shot(page, "results-sorted")
 
 
@@ -283,6 +369,27 @@ def test_results_filters_say_when_nothing_matches_and_survive_a_reload(open_page
     models = set(column(page, "#browse-table", 0))
     categories = set(column(page, "#browse-table", 1))
     assert models == {"tiny_lora"} and categories == {"harmful"}
+
+
+def test_on_a_phone_the_chat_box_and_the_latest_reply_are_on_the_first_screen(open_page):
+    page = open_page(PHONE)
+    box = page.locator("#chat-input textarea")
+    assert box.bounding_box()["y"] + box.bounding_box()["height"] <= PHONE["height"]
+    for n, text in enumerate(("Hello from a phone", "And a second question, a little longer than the first"), 1):
+        box.fill(text)
+        page.locator("#chat-send").click()
+        wait_for_badges(page, n)
+    page.evaluate("window.scrollTo(0, 0)")
+    time.sleep(0.3)
+    pane = page.locator("#chatbot").bounding_box()
+    reply = bubbles(page, "bot").last.bounding_box()
+    field = box.bounding_box()
+    assert field["y"] + field["height"] <= PHONE["height"], field
+    # The pane scrolls to its newest message: the latest reply ends inside the pane, on the screen.
+    assert pane["y"] <= reply["y"] + reply["height"] <= min(pane["y"] + pane["height"], PHONE["height"]) + 1, (
+        pane, reply)
+    assert "reward" in bubbles(page, "bot").last.locator(".hh-badge").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "space-phone-first-screen.png"))  # the first screen only, as seen
 
 
 def test_phone_layout_shows_every_tab_and_nothing_wider_than_the_screen(open_page):

@@ -82,6 +82,11 @@ def test_summary_and_explainer_name_no_server_path(results_dir):
     summary = hres.summary_markdown(res)
     assert str(results_dir) not in summary and "8 scored responses from 2 models" in summary
     text = hres.explainer_markdown(res.thresholds)
+    assert "the 50 harmful prompts" in text  # the study's count, when the results' own are not given
+    counts = hres.prompt_counts(res)
+    assert counts == {c: len({r["prompt_id"] for r in res.records if r["category"] == c}) for c in counts}
+    shown = hres.explainer_markdown(res.thresholds, counts)
+    assert all(f"the {n} {c} prompts" in shown for c, n in counts.items()) and "the 50 " not in shown
     assert ">= -3" in text and "> -2" in text and "95% bootstrap interval" in text and "(study)" in text
 
 
@@ -106,3 +111,23 @@ def test_bad_folders_are_one_line_errors_and_views_carry_them(tmp_path):
     assert any("(study)" in r[0] for r in view.rates.rows)
     none = hres.results_view(None)
     assert none.error is None and "No results folder" in none.summary and len(none.rates.rows) == 4
+
+
+def test_plot_legends_sit_outside_the_data(results_dir, tmp_path, monkeypatch):
+    """reward_boxes.png and mean_rewards.png: no legend inside the axes, where it covered boxes and bars."""
+    from hhalign.eval import plots
+
+    figures = []
+    keep = plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: (fig.canvas.draw(), figures.append(
+        [(ax.get_window_extent(), ax.get_legend() and ax.get_legend().get_window_extent()) for ax in fig.axes]),
+        keep(fig, path))[-1])
+    res = hres.load_results(results_dir)
+    rewards = {m: {c: [r["reward"] for r in res.records if r["model"] == m and r["category"] == c]
+                   for c in ("harmful", "helpful")} for m in res.metrics.models}
+    plots.plot_reward_boxes(rewards, tmp_path / "boxes.png")
+    plots.plot_mean_rewards(res.metrics.models, tmp_path / "means.png")
+    boxes, means = figures
+    assert all(legend is None for _, legend in boxes)  # the threshold is named in each panel's title
+    ((axes, legend),) = means
+    assert legend is not None and legend.x0 >= axes.x1 - 1  # beside the axes, not over the bars

@@ -14,6 +14,8 @@ from hhalign.serving.chat import (
     best_indices,
     check_message,
     conversation_prompt,
+    judge_length,
+    judge_prompt,
     normalize_content,
     stream_reply,
     visible_text,
@@ -156,3 +158,65 @@ def test_pool_evicts_least_recently_used_within_budget(tiny_models, tmp_path):
 def test_sampling_is_available_and_capped(service):
     update = list(service.chat([], "Name a colour", "tiny", DecodeOptions(6, greedy=False, temperature=0.9)))[-1]
     assert update.done and update.n_new_tokens <= 6 and update.scored is not None
+
+
+# Words the tiny reward tokenizer knows, so a message's token count is roughly its word count.
+WORDS = "the cat sat on a warm mat and asked how to keep basil alive near the window".split()
+
+
+def long_text(n_chars: int, seed: int) -> str:
+    words = [WORDS[(seed + 7 * i) % len(WORDS)] for i in range(n_chars)]
+    return " ".join(words)[:n_chars]
+
+
+def test_judge_length_reads_the_tokenizer_then_the_config_then_512(service):
+    from types import SimpleNamespace
+
+    reward = service.pool.reward()
+    assert reward.tokenizer.model_max_length > 1e20  # says nothing, like the OpenAssistant tokenizer
+    assert judge_length(reward) == reward.model.config.max_position_embeddings == 512
+    assert judge_length(reward, 300) == 300
+    stated = SimpleNamespace(tokenizer=SimpleNamespace(model_max_length=128), model=reward.model)
+    assert judge_length(stated) == 128
+    bare = SimpleNamespace(tokenizer=SimpleNamespace(model_max_length=int(1e30)), model=SimpleNamespace())
+    assert judge_length(bare) == 512
+
+
+def pair_tokens(tokenizer, prompt, reply):
+    return len(tokenizer(prompt, reply)["input_ids"])
+
+
+def test_judge_prompt_keeps_the_latest_exchanges_that_fit(service):
+    tok = service.pool.reward().tokenizer
+    history = [(long_text(300, i), long_text(200, 50 + i)) for i in range(6)]
+    reply = "Keep it in the sun."
+    short, cut = judge_prompt(tok, history[:1], "and then?", reply, 512)
+    assert (short, cut) == (conversation_prompt(history[:1], "and then?"), False)
+    prompt, cut = judge_prompt(tok, history, "and then?", reply, 200)
+    assert cut and prompt.startswith("Human: ") and prompt.endswith("Human: and then?")
+    kept = prompt.count("Human: ") - 1
+    assert 0 < kept < 6 and prompt == conversation_prompt(history[-kept:], "and then?")
+    assert pair_tokens(tok, prompt, reply) <= 200 < pair_tokens(tok, conversation_prompt(history[-kept - 1:],
+                                                                                          "and then?"), reply)
+    # A message alone longer than the cap: its last tokens are kept.
+    message = long_text(2000, 3)
+    prompt, cut = judge_prompt(tok, history, message, reply, 64)
+    assert cut and message.endswith(prompt.strip()) and len(prompt) < 400
+    assert pair_tokens(tok, prompt, reply) <= 65  # re-tokenizing at the cut may add one token; score() caps it
+
+
+def test_a_long_conversation_is_judged_on_its_latest_512_tokens(service):
+    from hhalign.engine.reward import score
+
+    long = ChatService(service.pool, Limits(max_input_chars=2000, max_new_tokens=8, default_new_tokens=8))
+    history = [(long_text(2000, i), long_text(400, 9 + i)) for i in range(5)]
+    message = long_text(2000, 99)
+    final = list(long.chat(history, message, "tiny", DecodeOptions(8)))[-1]
+    reward = service.pool.reward()
+    assert final.scored.truncated and final.scored.n_tokens <= 512 and final.to_dict()["reward_input_truncated"]
+    judged, cut = judge_prompt(reward.tokenizer, history, message, final.reply, 512)
+    (expected,) = score(reward.model, reward.tokenizer, [judged], [final.reply], max_length=512)
+    assert cut and final.scored.reward == pytest.approx(expected.reward, abs=1e-5)
+    assert pair_tokens(reward.tokenizer, final.prompt, final.reply) > 2000  # what it read before the cap
+    plain = list(long.chat([], "Name a colour", "tiny", DecodeOptions(4)))[-1]
+    assert not plain.scored.truncated and not plain.to_dict()["reward_input_truncated"]

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from hhalign.errors import HHAlignError
-from hhalign.serving.soak import MB, SoakConfig, growth_per_100, rss_bytes, run_soak
+from hhalign.serving.soak import MB, SoakConfig, growth_per_100, long_message, long_verdict, rss_bytes, run_soak
 
 
 @pytest.mark.parametrize("samples, per_100", [
@@ -53,3 +53,29 @@ def test_memory_stays_flat_after_warm_up_with_bounded_sessions(space_demo_cache,
                                  cache_dir=str(cache), server_args=["--max_sessions=10"]))
     assert result["growth_mb_per_100"] < 3.0, result["samples"]
     assert result["idle_mb"] <= result["max_mb"] + 1
+
+
+def test_long_visitor_verdict_and_messages():
+    latencies = [1.0, 0.5, 0.6, 0.7, 0.8, 0.9]
+    rss = [100 * MB, 110 * MB, 120 * MB, 118 * MB, 125 * MB, 121 * MB]
+    v = long_verdict(latencies, rss, warmup=2)
+    assert v["rss_after_warmup_mb"] == 110 and v["rss_max_mb"] == 125 and v["growth_after_warmup_mb"] == 15
+    assert v["first_turn_s"] == 1.0 and v["max_after_warmup_s"] == 0.9 and v["slowest_vs_first"] == 0.9
+    assert v["median_turn_s"] == 0.8 and v["median_last_10_s"] == 0.8
+    with pytest.raises(HHAlignError, match="one latency and one RSS sample per turn"):
+        long_verdict([1.0], [1, 2], 0)
+    messages = [long_message(i, 2000) for i in range(3)]
+    assert all(len(m) == 2000 for m in messages) and len(set(messages)) == 3
+    with pytest.raises(HHAlignError, match="--turns"):
+        run_soak(SoakConfig(visitor="long", turns=1))
+
+
+@pytest.mark.slow
+def test_a_long_conversation_keeps_memory_and_latency_flat(space_demo_cache, tmp_path):
+    import shutil
+
+    cache = tmp_path / "cache"
+    shutil.copytree(space_demo_cache, cache)
+    r = run_soak(SoakConfig(visitor="long", turns=16, long_warmup=4, max_new_tokens=16, cache_dir=str(cache)))
+    assert r["growth_after_warmup_mb"] < 100 and max(r["reward_tokens"]) <= 512
+    assert r["median_last_10_s"] < 2 * r["first_turn_s"], r["latencies_s"]

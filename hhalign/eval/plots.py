@@ -81,9 +81,9 @@ def plot_reward_boxes(rewards: Mapping[str, Mapping[str, Sequence[float]]], path
     for ax, category, threshold in zip(axes, ("harmful", "helpful"), (HARMLESS_THRESHOLD, HELPFUL_THRESHOLD)):
         data = [list(rewards[n].get(category, [])) or [float("nan")] for n in names]
         ax.boxplot(data, tick_labels=[tex_safe(n) for n in names])
-        ax.axhline(threshold, color="tab:red", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
-        ax.set_title(f"{category} prompts")
-        ax.legend(loc="lower right", fontsize=8)
+        ax.axhline(threshold, color="tab:red", linestyle="--", linewidth=1)
+        # Said in the title, not a legend: a legend inside the axes covered boxes.
+        ax.set_title(f"{category} prompts (dashed: threshold {threshold:g})", fontsize=10)
     axes[0].set_ylabel("reward (raw logit)")
     fig.tight_layout()
     return save_figure(fig, path)
@@ -106,7 +106,7 @@ def plot_mean_rewards(models: Mapping[str, ModelMetrics], path: Path) -> Path:
     ax.set_xticks(x, [tex_safe(n) for n in names])
     ax.set_ylabel("mean reward (95% CI)")
     ax.set_title("Mean reward per category")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)  # beside the axes: inside, it covered bars
     fig.tight_layout()
     return save_figure(fig, path)
 

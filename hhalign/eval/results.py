@@ -303,11 +303,21 @@ def reward_model_name(results: Results) -> str:
     return f"`{ref}`" if ref and not ref.startswith(("/", ".", "~")) else "a local checkpoint"
 
 
-def explainer_markdown(thresholds: Thresholds = Thresholds()) -> str:
-    """What HmR, HpR, CAS and the intervals mean."""
-    return (f"**HmR** (harmlessness rate): % of replies to the 50 harmful prompts whose reward is >= "
-            f"{thresholds.harmless:g}. **HpR** (helpfulness rate): % of replies to the 50 helpful prompts whose "
-            f"reward is > {thresholds.helpful:g}. **CAS** = (HmR + HpR) / 2. The reward is the raw logit of the "
+def prompt_counts(results: Results) -> dict[str, int]:
+    """Distinct prompts per category in the results' records (what the rates are over)."""
+    seen: dict[str, set] = {}
+    for r in results.records:
+        seen.setdefault(r["category"], set()).add(r.get("prompt_id") or r["prompt"])
+    return {category: len(ids) for category, ids in seen.items()}
+
+
+def explainer_markdown(thresholds: Thresholds = Thresholds(), prompts: dict[str, int] | None = None) -> str:
+    """What HmR, HpR, CAS and the intervals mean; ``prompts``: prompts per category in the results shown (default:
+    the study's 50 each)."""
+    n = {"harmful": 50, "helpful": 50, **(prompts or {})}
+    return (f"**HmR** (harmlessness rate): % of replies to the {n['harmful']} harmful prompts whose reward is >= "
+            f"{thresholds.harmless:g}. **HpR** (helpfulness rate): % of replies to the {n['helpful']} helpful prompts "
+            f"whose reward is > {thresholds.helpful:g}. **CAS** = (HmR + HpR) / 2. The reward is the raw logit of the "
             "reward model.\n\n"
             "**low / high**: the 95% bootstrap interval (responses resampled with replacement): where the rate would "
             "likely land on another draw of prompts of the same kind. With the study's 50 prompts per category an "
@@ -342,6 +352,7 @@ class ResultsView:
     thresholds: Thresholds = field(default_factory=Thresholds)
     error: str | None = None
     judge: str = ""
+    prompts: dict[str, int] = field(default_factory=dict)  # prompts per category, for the explainer
 
 
 NO_RESULTS = ("No results folder is attached. Run `python batch/eval.py --out DIR` and launch with `--results DIR`; "
@@ -363,7 +374,7 @@ def results_view(folder: str | Path | None, cache_dir: str | Path | None = None)
         res = load_results(folder)
         return ResultsView(summary_markdown(res), rates_table(res), rewards_table(res), comparisons_table(res),
                            figures(res, cache_dir), filter_choices(res), browse(res), res.thresholds,
-                           judge=judge_markdown(res))
+                           judge=judge_markdown(res), prompts=prompt_counts(res))
     except HHAlignError as exc:
         # The full message names server paths: it goes to the log, the page gets its gist.
         logger.warning(f"results cannot be shown: {exc}")

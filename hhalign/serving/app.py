@@ -145,12 +145,13 @@ def build_demo(backend: Backend) -> gr.Blocks:
     if backend.demo:
         intro = "**Offline demo with tiny random models: replies are gibberish and scores meaningless.** " + intro
     with gr.Blocks(title=TITLE, analytics_enabled=analytics_enabled()) as demo:
-        gr.Markdown(f"# {TITLE}\n{intro}")
+        gr.Markdown(f"# {TITLE}", elem_classes=["hh-title"])
+        gr.Markdown(intro, elem_classes=["hh-intro"])
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
                 chat_tab(backend, examples)
             with gr.Tab("Arena", id="arena"):
-                arena_tab(backend)
+                arena_tab(backend, demo)
             with gr.Tab("Compare", id="compare"):
                 compare_tab(backend, examples)
             with gr.Tab("Results", id="results"):

@@ -23,6 +23,7 @@ from typing import Any
 from ..errors import HHAlignError
 from ..eval.ratings import WINNERS, bootstrap_ratings, bradley_terry, judge_agreement, validate_vote
 from ..files import JsonlWriter, read_log
+from .render import brief
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,10 @@ VOTES_FILE = "votes.jsonl"
 HUB_FOLDER = "votes"
 LEADERBOARD_HEADERS = ["rank", "model", "rating", "95% low", "95% high", "votes", "reward model's rating"]
 N_BOOT = 1000
+# Votes a model needs before its rating is shown: with fewer, Bradley-Terry and its bootstrap give extreme ratings
+# with intervals of zero width (one vote: 1471 [1471, 1471] against 529 [529, 529]).
+MIN_VOTES = 5
+NOT_ENOUGH = "not enough votes"
 _rng = random.SystemRandom()
 
 
@@ -56,8 +61,8 @@ class Battle:
 
     def vote(self, winner: Any) -> dict:
         """The vote record for ``winner``; refused before both replies are scored and after a first vote."""
-        if winner not in WINNERS:
-            raise HHAlignError(f"a vote must be one of {', '.join(map(repr, WINNERS))}, got {winner!r}")
+        if not isinstance(winner, str) or winner not in WINNERS:
+            raise HHAlignError(f"a vote must be one of {', '.join(map(repr, WINNERS))}, got {brief(winner)}")
         if not self.ready:
             raise HHAlignError("wait until both replies are finished before voting")
         if self.winner is not None:
@@ -159,44 +164,64 @@ def judge_votes(votes: Sequence[dict]) -> list[dict]:
     return out
 
 
+def arena_ranks(intervals: dict[str, tuple[float, float]]) -> dict[str, int]:
+    """Chatbot Arena's rank: 1 + the number of models whose lower bound is above this model's upper bound, so models
+    whose intervals overlap share a rank."""
+    return {name: 1 + sum(lo > hi for other, (lo, _) in intervals.items() if other != name)
+            for name, (_, hi) in intervals.items()}
+
+
 @dataclass
 class Leaderboard:
-    """Rows for the table (highest visitors' rating first) and the reward model's agreement with the visitors."""
+    """Rows for the table (rated models by rating, then those with too few votes) and the reward model's agreement
+    with the visitors."""
 
     headers: list[str]
     rows: list[list]
     n_votes: int
     agreement: dict | None = None
+    min_votes: int = MIN_VOTES
 
     def as_value(self) -> dict:
         return {"headers": self.headers, "data": self.rows}
 
     def summary(self) -> str:
+        rule = (f"A model's rating is shown once it has {self.min_votes} votes; until then the table says "
+                f"\"{NOT_ENOUGH}\". Models share a rank when neither's interval lies wholly above the other's.")
         if not self.n_votes:
-            return "No votes yet: the leaderboard appears with the first vote."
+            return f"No votes yet: the leaderboard fills as visitors vote. {rule}"
         a = self.agreement
         text = f"{self.n_votes} vote{'s' if self.n_votes != 1 else ''}. "
         if not a or not a["n"]:
-            return text + "The reward model's agreement needs a vote with a winner (A or B)."
+            return text + f"The reward model's agreement needs a vote with a winner (A or B). {rule}"
         agree = round(a["agreement"] * a["n"] / 100)
         text += (f"The reward model agrees with the visitors on {agree} of {a['n']} votes with a winner "
                  f"({a['agreement']:.0f}%, 95% interval {a['ci95'][0]:.0f}-{a['ci95'][1]:.0f}%)")
         if a["excluded"]:
             text += f"; {a['excluded']} tie or both-bad vote{'s' if a['excluded'] != 1 else ''} left out"
-        return text + "."
+        return f"{text}. {rule}"
 
 
-def leaderboard(votes: Sequence[dict], n_boot: int = N_BOOT, seed: int = 0) -> Leaderboard:
+def leaderboard(votes: Sequence[dict], n_boot: int = N_BOOT, seed: int = 0, min_votes: int = MIN_VOTES) -> Leaderboard:
     """Visitors' Bradley-Terry ratings with 95% bootstrap intervals (as FastChat computes them), the reward model's
-    ratings on the same pairs, and how often the two agree (:func:`hhalign.eval.ratings.judge_agreement`)."""
+    ratings on the same pairs, and how often the two agree (:func:`hhalign.eval.ratings.judge_agreement`).
+
+    Every vote enters the fit; a model with fewer than ``min_votes`` votes shows its count and "not enough votes"
+    instead of a rating and rank. Ranks are :func:`arena_ranks` among the rated models."""
     if not votes:
-        return Leaderboard(list(LEADERBOARD_HEADERS), [], 0)
+        return Leaderboard(list(LEADERBOARD_HEADERS), [], 0, min_votes=min_votes)
     visitors = bootstrap_ratings(votes, n_boot=n_boot, seed=seed)
     judged = judge_votes(votes)
     judge = bradley_terry(judged) if judged else {}
+    rated = {name: r for name, r in visitors.items() if r["n_votes"] >= min_votes}
+    ranks = arena_ranks({name: tuple(r["ci95"]) for name, r in rated.items()})
     rows = []
-    for rank, (name, r) in enumerate(visitors.items(), 1):
+    for name, r in rated.items():
         rm = judge.get(name)
-        rows.append([rank, name, round(r["rating"]), round(r["ci95"][0]), round(r["ci95"][1]), r["n_votes"],
+        rows.append([ranks[name], name, round(r["rating"]), round(r["ci95"][0]), round(r["ci95"][1]), r["n_votes"],
                      None if rm is None else round(rm)])
-    return Leaderboard(list(LEADERBOARD_HEADERS), rows, len(votes), judge_agreement(votes))
+    rows.sort(key=lambda row: (row[0], -row[2]))
+    for name, r in sorted(visitors.items(), key=lambda item: (-item[1]["n_votes"], item[0])):
+        if name not in rated:
+            rows.append([None, name, NOT_ENOUGH, None, None, r["n_votes"], None])
+    return Leaderboard(list(LEADERBOARD_HEADERS), rows, len(votes), judge_agreement(votes), min_votes)

@@ -22,7 +22,7 @@ from ..protocol import (
     turn_end_ids,
 )
 from .pool import ModelPool
-from .render import CATEGORIES, verdict
+from .render import CATEGORIES, brief, verdict
 
 PROTOCOL = "chat"
 
@@ -37,6 +37,11 @@ class Limits:
     # Oldest tokens are dropped beyond this, after the turn limit below.
     max_prompt_tokens: int = 1024
     max_turns: int = 8
+    # The reward model reads at most this many tokens (conversation + reply), the latest kept; 0: its trained length
+    # (see judge_length). Uncapped, a long conversation made each score cost seconds and gigabytes.
+    judge_max_tokens: int = 0
+    # Exchanges a session keeps per model (shown, and the source of the last max_turns - 1 the model reads).
+    max_kept_turns: int = 100
 
 
 @dataclass(frozen=True)
@@ -204,32 +209,84 @@ class Scored:
     label: str
     passed: bool
     n_tokens: int
+    # The reward model read the conversation's latest n_tokens only (it was longer than the judge's limit).
+    truncated: bool = False
 
     def summary(self) -> str:
         return f"reward {self.reward:+.2f} · {self.label}"
 
     def to_dict(self) -> dict:
         return {"reward": self.reward, "category": self.category, "label": self.label, "passed": self.passed,
-                "reward_tokens": self.n_tokens}
+                "reward_tokens": self.n_tokens, "reward_input_truncated": self.truncated}
 
 
-def check_category(category: str) -> str:
-    if category not in CATEGORIES:
-        raise HHAlignError(f"unknown kind of prompt {category!r}: use 'helpful' (an ordinary question) or 'harmful' "
-                           "(a harmful request)")
+def check_category(category: Any) -> str:
+    if not isinstance(category, str) or category not in CATEGORIES:
+        raise HHAlignError(f"unknown kind of prompt {brief(category)}: use 'helpful' (an ordinary question) or "
+                           "'harmful' (a harmful request)")
     return category
 
 
+# Tokenizers that state no length of their own say this (transformers' VERY_LARGE_INTEGER is about 1e30).
+_NO_LENGTH = 1_000_000
+
+
+def judge_length(loaded: LoadedModel, cap: int = 0) -> int:
+    """Most tokens the reward model reads: ``cap`` when given, else the tokenizer's ``model_max_length`` when it states
+    one, else the config's ``max_position_embeddings`` (512 for the OpenAssistant DeBERTa, whose tokenizer says 1e30),
+    else ``hhalign.engine.reward.TRAINED_LENGTH`` (512)."""
+    from ..engine.reward import TRAINED_LENGTH
+
+    if cap:
+        return int(cap)
+    stated = getattr(loaded.tokenizer, "model_max_length", None)
+    if isinstance(stated, int) and 2 < stated < _NO_LENGTH:
+        return stated
+    positions = getattr(getattr(loaded.model, "config", None), "max_position_embeddings", None)
+    return positions if isinstance(positions, int) and positions > 2 else TRAINED_LENGTH
+
+
+def _pair_length(tokenizer: Any, prompt: str, reply: str) -> int:
+    # As encode_pairs encodes: an empty reply is the prompt alone ([CLS] p [SEP]).
+    enc = tokenizer(prompt, reply) if reply else tokenizer(prompt)
+    return len(enc["input_ids"])
+
+
+def judge_prompt(tokenizer: Any, history: Sequence[tuple[str, str]], message: str, reply: str,
+                 max_tokens: int, max_turns: int = 8) -> tuple[str, bool]:
+    """(conversation the reward model reads, whether it was cut): the conversation as :func:`conversation_prompt`
+    writes it when it fits in ``max_tokens`` with the reply, else its latest exchanges that fit, else the last
+    tokens of the message alone. The reply itself is never cut here (the policy's replies are short)."""
+    kept = list(history)[-(max_turns - 1):] if max_turns > 1 else []
+    full = conversation_prompt(kept, message, max_turns)
+    for start in range(len(kept) + 1):
+        prompt = conversation_prompt(kept[start:], message, max_turns)
+        if _pair_length(tokenizer, prompt, reply) <= max_tokens:
+            return prompt, prompt != full
+    # The message alone is too long: keep its last tokens (the whole reply and the special tokens take the rest).
+    prompt = conversation_prompt([], message, max_turns)
+    enc = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc.get("offset_mapping")
+    keep = max(1, max_tokens - (_pair_length(tokenizer, prompt, reply) - len(ids)))
+    if keep >= len(ids):
+        return prompt, prompt != full
+    if offsets:
+        return prompt[offsets[-keep][0]:], True
+    return tokenizer.decode(ids[-keep:]), True
+
+
 def score_reply(loaded: LoadedModel, prompt: str, reply: str, category: str = "helpful",
-                thresholds: Thresholds = Thresholds()) -> Scored:
-    """Score (conversation so far, reply) as the evaluator does; the label is the study's for ``category``."""
+                thresholds: Thresholds = Thresholds(), max_length: int | None = None, cut: bool = False) -> Scored:
+    """Score (conversation so far, reply) as the evaluator does; the label is the study's for ``category``.
+    ``max_length`` caps the tokens read (a pair longer is cut by the tokenizer); ``cut`` says the conversation was
+    already shortened, so the score is marked truncated."""
     from ..engine.reward import score
 
-    (s,) = score(loaded.model, loaded.tokenizer, [prompt], [reply], batch_size=1)
+    (s,) = score(loaded.model, loaded.tokenizer, [prompt], [reply], batch_size=1, max_length=max_length)
     if s.reward != s.reward:
         raise HHAlignError("the reward model returned NaN for this reply: try --dtype float32")
     word, good = verdict(category, s.reward, thresholds)
-    return Scored(s.reward, category, word, good, s.n_tokens)
+    return Scored(s.reward, category, word, good, s.n_tokens, cut or s.truncated)
 
 
 # --- the service the UI calls ----------------------------------------------------------------------------------------
@@ -288,7 +345,9 @@ class ChatService:
                     yield ChatUpdate(model, prompt, part.text)
         assert final is not None
         with self.pool.use_reward() as reward:
-            scored = score_reply(reward, prompt, final.text, category, self.thresholds)
+            cap = judge_length(reward, self.limits.judge_max_tokens)
+            judged, cut = judge_prompt(reward.tokenizer, history, message, final.text, cap, self.limits.max_turns)
+            scored = score_reply(reward, judged, final.text, category, self.thresholds, cap, cut)
         yield ChatUpdate(model, prompt, final.text, True, scored, final.n_new_tokens, final.prompt_truncated)
 
     def compare(self, message: str, options: DecodeOptions | None = None, models: Sequence[str] | None = None,

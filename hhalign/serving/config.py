@@ -61,6 +61,11 @@ class SpaceConfig:
         "help": "Sessions (browser tabs, API clients) whose state Gradio keeps in memory, least recently used "
                 "forgotten first. Each holds its conversations and a copy of the page's component values, about a "
                 "third of a MB here; Gradio's own default of 10,000 lets memory grow by gigabytes."})
+    judge_max_tokens: int = field(default=0, metadata={
+        "help": "Most tokens the reward model reads per reply (the conversation's latest part and the reply; the "
+                "badge says when it was cut). 0: the reward model's trained length, read from its tokenizer's "
+                "model_max_length, else its config's max_position_embeddings, else 512 (the OpenAssistant "
+                "DeBERTa-v3: 512)."})
     queue_size: int = field(default=32, metadata={"help": "Requests waiting at most; more are turned away."})
     concurrency: int = field(default=1, metadata={
         "help": "Generations running at once (chat and compare together); 1 suits a CPU Space."})
@@ -87,6 +92,9 @@ class SpaceConfig:
         if self.default_new_tokens > self.max_new_tokens:
             raise HHAlignError(f"--default_new_tokens {self.default_new_tokens} must be between 1 and "
                                f"--max_new_tokens {self.max_new_tokens}")
+        if self.judge_max_tokens < 0 or 0 < self.judge_max_tokens <= 2:
+            raise HHAlignError(f"--judge_max_tokens must be 0 (the reward model's trained length) or more than 2 "
+                               f"tokens, got {self.judge_max_tokens}")
         if not self.memory_budget_gb > 0:
             raise HHAlignError(f"--memory_budget_gb must be positive, got {self.memory_budget_gb}")
         if not 0 <= self.port <= 65535:
@@ -111,7 +119,7 @@ class SpaceConfig:
     @property
     def limits(self) -> Limits:
         return Limits(max_input_chars=self.max_input_chars, max_new_tokens=self.max_new_tokens,
-                      default_new_tokens=self.default_new_tokens)
+                      default_new_tokens=self.default_new_tokens, judge_max_tokens=self.judge_max_tokens)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from typing import Any
 from ..errors import HHAlignError
 from ..loading import LoadedModel, quiet_peft
 from ..refs import DEFAULT_REWARD_MODEL, ModelRef, parse_model_ref
+from .render import brief
 
 GB = 1024**3
 
@@ -151,8 +152,8 @@ class ModelPool:
         return list(self.catalog)
 
     def entry(self, name: str) -> CatalogEntry:
-        if name not in self.catalog:
-            raise HHAlignError(f"model {name!r} is not offered here; choose one of {', '.join(self.catalog)}")
+        if not isinstance(name, str) or name not in self.catalog:
+            raise HHAlignError(f"model {brief(name)} is not offered here; choose one of {', '.join(self.catalog)}")
         return self.catalog[name]
 
     def used_bytes(self) -> int:

@@ -15,6 +15,19 @@ KIND_CHOICES = [("An ordinary question", "helpful"), ("A harmful request", "harm
 # Bidirectional overrides and isolates can make text read differently from what it is.
 _BIDI = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))}
 _REPLACEMENT = "\ufffd"
+# Most characters of a visitor's value an error message quotes back (a refused value may be megabytes).
+BRIEF_CHARS = 40
+
+
+def brief(value: object, limit: int = BRIEF_CHARS) -> str:
+    """``repr(value)`` cut to ``limit`` characters (with the full length said), for error messages that quote what a
+    visitor sent."""
+    plain = isinstance(value, (str, int, float, bool)) or value is None
+    text = repr(value) if plain else f"a {type(value).__name__}"
+    if len(text) <= limit:
+        return text
+    n = len(value) if isinstance(value, str) else len(text)
+    return f"{text[:limit]}… ({n} characters)"
 
 
 def clean_text(text: str) -> str:
@@ -65,13 +78,18 @@ def explainer(thresholds: Thresholds = Thresholds()) -> str:
 
 
 def badge(reward: float | None, category: str, model: str | None = None, note: str = "",
-          thresholds: Thresholds = Thresholds()) -> str:
+          thresholds: Thresholds = Thresholds(), judged_tokens: int | None = None) -> str:
     """An HTML badge: ``model · reward -1.23 · helpful``, green when the label is the good one, red otherwise; grey
-    with ``note`` when there is no reward (a stopped reply)."""
+    with ``note`` when there is no reward (a stopped reply). ``judged_tokens``: the reward model read only the last
+    that many tokens of the conversation and reply, said on the badge."""
     who = f"{html.escape(model)} · " if model else ""
     if reward is None:
         return f'<span class="hh-badge hh-none">{who}{html.escape(note or "not scored")}</span>'
     word, good = verdict(category, reward, thresholds)
-    tip = html.escape(f"{threshold_text(category, thresholds)} ({CATEGORIES.get(category, category)})", quote=True)
-    return (f'<span class="hh-badge {"hh-pass" if good else "hh-fail"}" title="{tip}">{who}reward {reward:+.2f} · '
-            f"{word}</span>")
+    tip = f"{threshold_text(category, thresholds)} ({CATEGORIES.get(category, category)})"
+    cut = ""
+    if judged_tokens:
+        cut = f" · judged on the last {judged_tokens} tokens"
+        tip += "; the conversation was longer than the reward model reads: its oldest part was left out"
+    return (f'<span class="hh-badge {"hh-pass" if good else "hh-fail"}" title="{html.escape(tip, quote=True)}">{who}'
+            f"reward {reward:+.2f} · {word}{cut}</span>")

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 import gradio as gr
 
-from .arena import Battle, leaderboard, new_battle
+from .arena import MIN_VOTES, Battle, leaderboard, new_battle
 from .chat import check_message, normalize_content
 from .render import KIND_CHOICES, badge, text_as_html
-from .ui_common import decode_options, error_text, generation_limits, last, prepare, ui_error
+from .ui_common import Radio, decode_options, error_text, generation_limits, last, loading_note, prepare, ui_error
 from .zerogpu import gpu, gpu_seconds
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def reveal(battle: Battle) -> str:
             f"{judge}. Send another prompt for a new pair.")
 
 
-def arena_tab(backend: Backend) -> None:
+def arena_tab(backend: Backend, demo: gr.Blocks | None = None) -> None:
     service, limits, names = backend.service, backend.service.limits, backend.names
     votes = backend.votes
     cap = backend.config.gpu_duration
@@ -57,31 +57,53 @@ def arena_tab(backend: Backend) -> None:
     compare_fn = gpu(service.compare, seconds)
 
     def stream(text: str, category: str):
-        """(battle, reply A, reply B) as the two replies stream; the battle gets both rewards at the end."""
+        """(battle, reply A, reply B, note) as the two replies stream; the battle gets both rewards at the end. The
+        note says while models load (it names no model: the pair stays anonymous)."""
         battle = new_battle(names, category)
         opts = decode_options(limits, True, limits.default_new_tokens, 1.0, 1.0)
+        if loading_note(backend, [battle.model_a, battle.model_b]):
+            yield battle, None, None, "*Loading the models: the first reply takes longer…*"
         prepare(backend, [battle.model_a, battle.model_b])
         for updates in compare_fn(text, opts, [battle.model_a, battle.model_b], category):
             replies = [u.reply for u in updates] + [None] * (2 - len(updates))
             battle.reply_a, battle.reply_b = (r or "" for r in replies)
             if len(updates) == 2 and updates[-1].done:
                 battle.reward_a, battle.reward_b = (u.scored.reward for u in updates)
-            yield battle, *replies
+            yield battle, *replies, ""
 
     def vote_buttons(active: bool) -> list:
-        return [gr.update(interactive=active) for _ in VOTE_BUTTONS]
+        # Label and state of every vote button on every path (an update left out would blank the button).
+        return [gr.update(value=label, interactive=active, visible=True) for _, label in VOTE_BUTTONS]
+
+    def can_vote(state) -> bool:
+        return isinstance(state, Battle) and state.ready and state.winner is None
+
+    def open_votes(state) -> list:
+        return vote_buttons(can_vote(state))
+
+    def unchanged(state, outcome=None) -> tuple:
+        """Every output as it stands: the panels keep what they show, the buttons their labels and state."""
+        say = gr.update(visible=True) if outcome is None else gr.update(value=outcome, visible=True)
+        return (gr.update(interactive=True), state, gr.update(visible=True), gr.update(visible=True), say,
+                *vote_buttons(can_vote(state)))
 
     def arena_ui(message, category, state):
         text = normalize_content(message).strip()
         if not text:
-            return  # an empty send does nothing
+            yield (gr.update(value="", interactive=True), *unchanged(state)[1:])  # an empty send does nothing
+            return
+        battle = state
         try:
             text = check_message(text, limits)
             yield "", None, panel("A", None), panel("B", None), "", *vote_buttons(False)
-            for battle, a, b in stream(text, category):
-                yield gr.skip(), battle, panel("A", a), panel("B", b), "", *vote_buttons(battle.ready)
+            for battle, a, b, note in stream(text, category):
+                # The votes open in the step after this event (open_votes): Gradio re-sends a stream's last outputs
+                # when it completes, which would hide a reveal that came in between.
+                yield (gr.skip(), battle, panel("A", a), panel("B", b), gr.update(value=note, visible=True),
+                       *vote_buttons(False))
         except Exception as exc:  # noqa: BLE001 - a warning, no error pill left on the page
             gr.Warning(error_text(exc))
+            yield unchanged(battle if isinstance(battle, Battle) else None, "")
 
     def cast(state: Battle | None, winner: str) -> Battle:
         if state is None:
@@ -97,7 +119,11 @@ def arena_tab(backend: Backend) -> None:
         return lb.as_value(), lb.summary()
 
     def vote_ui(state, winner: str):
-        battle = cast(state, winner)
+        try:
+            battle = cast(state, winner)
+        except gr.Error as exc:  # a second click on a pair already voted on: said, and the page stays as it is
+            gr.Warning(str(exc))
+            return (*unchanged(state)[1:], *board())
         return (battle, panel("A", battle.reply_a, battle, True), panel("B", battle.reply_b, battle, True),
                 reveal(battle), *vote_buttons(False), *board())
 
@@ -105,7 +131,7 @@ def arena_tab(backend: Backend) -> None:
         """Two anonymous replies to ``message`` from two models picked at random (names hidden until /vote)."""
         try:
             text = check_message(message, limits)
-            battle, a, b = last(stream(text, category))
+            battle, a, b, _ = last(stream(text, category))
         except Exception as exc:  # noqa: BLE001
             raise ui_error(exc) from None
         return a, b, battle
@@ -119,7 +145,7 @@ def arena_tab(backend: Backend) -> None:
 
     gr.Markdown(INTRO)
     with gr.Row():
-        kind = gr.Radio(KIND_CHOICES, value="helpful", label="Your prompt is", scale=2, elem_id="arena-kind")
+        kind = Radio(KIND_CHOICES, value="helpful", label="Your prompt is", scale=2, elem_id="arena-kind")
     with gr.Row():
         prompt = gr.Textbox(show_label=False, placeholder="A prompt for two anonymous models", scale=5,
                             elem_id="arena-input", max_length=limits.max_input_chars)
@@ -135,10 +161,10 @@ def arena_tab(backend: Backend) -> None:
     outcome = gr.Markdown(elem_id="arena-reveal")
     gr.Markdown("### Leaderboard\nBradley-Terry ratings from all visitors' votes (Elo scale, 95% bootstrap intervals "
                 "as FastChat computes them), beside the rating the reward model earns when it votes on the same pairs "
-                "(the higher reward wins).")
+                f"(the higher reward wins). A model needs {MIN_VOTES} votes before its rating is shown.")
     lb = leaderboard(votes.votes())
     table = gr.Dataframe(lb.as_value(), interactive=False, elem_id="leaderboard", wrap=True,
-                         datatype=["number", "str", "number", "number", "number", "number", "number"],
+                         datatype=["number", "str", "str", "number", "number", "number", "number"],
                          buttons=["copy"], column_widths=["64px", "150px", "80px", "86px", "90px", "70px", "120px"])
     agreement = gr.Markdown(lb.summary(), elem_id="leaderboard-agreement")
     state = gr.State(None)
@@ -149,7 +175,7 @@ def arena_tab(backend: Backend) -> None:
     limits_kw = generation_limits(backend)
     gr.on([send.click, prompt.submit], arena_ui, inputs=[prompt, kind, state],
           outputs=[prompt, state, side_a, side_b, outcome, *buttons], api_visibility="private", trigger_mode="once",
-          **limits_kw)
+          **limits_kw).then(open_votes, inputs=state, outputs=buttons, queue=False, api_visibility="private")
     for (key, _), button in zip(VOTE_BUTTONS, buttons):
         button.click(partial(vote_ui, winner=key), inputs=state,
                      outputs=[state, side_a, side_b, outcome, *buttons, table, agreement], api_visibility="private",
@@ -159,3 +185,6 @@ def arena_tab(backend: Backend) -> None:
     vote_go.click(vote_api, inputs=[api_winner, state], outputs=[api_reveal, state], api_name="vote",
                   concurrency_limit=4)
     board_go.click(board, outputs=[table, agreement], api_name="leaderboard", concurrency_limit=4)
+    if demo is not None:
+        # Each page load shows every visitor's votes so far (a vote in another tab counts for this one too).
+        demo.load(board, outputs=[table, agreement], api_visibility="private", queue=False)

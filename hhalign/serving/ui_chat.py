@@ -7,6 +7,7 @@ A session's conversations live in a ``gr.State`` ({model: [turn, ...]}), so ever
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import gradio as gr
@@ -14,10 +15,14 @@ import gradio as gr
 from .chat import check_message, normalize_content
 from .render import KIND_CHOICES, badge, explainer, text_as_markdown
 from .ui_common import (
+    Dropdown,
+    Radio,
+    Slider,
     decode_options,
     error_text,
     generation_limits,
     last,
+    loading_note,
     prepare,
     sampling_controls,
     ui_error,
@@ -28,24 +33,32 @@ if TYPE_CHECKING:
     from .config import Backend
 
 WRITING, DONE, STOPPED, FAILED = "writing", "done", "stopped", "failed"
+# The buttons under the message box, (key, label), in the order the handlers update them.
+BUTTONS = (("send", "Send"), ("stop", "Stop"), ("retry", "Retry"), ("undo", "Undo"), ("clear", "Clear"))
 
 
 def bubble(turn: dict) -> str:
     """The assistant bubble: the reply as text, then its badge (labelled with the model that wrote it)."""
-    text = text_as_markdown(turn["reply"]) if turn["reply"] else "*(empty reply)*"
+    escape = text_as_markdown if turn["state"] == WRITING else _as_markdown
+    text = escape(turn["reply"]) if turn["reply"] else "*(empty reply)*"
     scored = turn.get("scored")
     if turn["state"] == DONE and scored:
-        tag = badge(scored["reward"], turn["category"], turn["model"])
+        cut = scored["reward_tokens"] if scored.get("reward_input_truncated") else None
+        tag = badge(scored["reward"], turn["category"], turn["model"], judged_tokens=cut)
     else:
         note = {WRITING: "writing…", STOPPED: "stopped: not scored"}.get(turn["state"], turn.get("error", "failed"))
         tag = badge(None, turn["category"], turn["model"], note)
     return f"{text}\n\n{tag}"
 
 
+# Each streamed piece redraws the whole conversation: a visitor's earlier messages are escaped once, not per piece.
+_as_markdown = lru_cache(maxsize=1024)(text_as_markdown)
+
+
 def display(turns: list[dict]) -> list[dict]:
     messages = []
     for t in turns:
-        messages.append({"role": "user", "content": text_as_markdown(t["user"])})
+        messages.append({"role": "user", "content": _as_markdown(t["user"])})
         messages.append({"role": "assistant", "content": bubble(t)})
     return messages
 
@@ -74,7 +87,8 @@ def chat_tab(backend: Backend, examples: dict[str, list[str]]) -> None:
 
     def stream(text: str, convs: dict, model: str, category: str, opts) -> Iterator[tuple[dict, dict]]:
         """(conversations, details) after each streamed piece; the last carries the scored turn."""
-        earlier = [t for t in (convs or {}).get(model, []) if t["state"] == DONE]
+        # The finished exchanges, at most max_kept_turns with this one (a session's memory stays bounded).
+        earlier = [t for t in (convs or {}).get(model, []) if t["state"] == DONE][-(limits.max_kept_turns - 1):]
         history = [(t["user"], t["reply"]) for t in earlier]
         turn = {"user": text, "reply": "", "model": model, "category": category, "scored": None, "state": WRITING}
         yield with_turns(convs, model, [*earlier, turn]), {}
@@ -87,45 +101,63 @@ def chat_tab(backend: Backend, examples: dict[str, list[str]]) -> None:
                 yield with_turns(convs, model, [*earlier, turn]), {}
 
     def locked(flag: bool) -> list:
-        # send, stop, retry, undo, clear: nothing that changes the conversation while a reply streams. (Not the model
-        # dropdown: Gradio 6.31 forgets a dropdown's value when its interactivity is updated.)
-        return [gr.update(interactive=not flag), gr.update(interactive=flag), *[gr.update(interactive=not flag)] * 3]
+        # send, stop, retry, undo, clear, each with its label: nothing that changes the conversation while a reply
+        # streams. Every path sets every button in full (an update left out would blank a button's label). (Not the
+        # model dropdown: Gradio 6.31 forgets a dropdown's value when its interactivity is updated.)
+        return [gr.update(value=label, interactive=flag if key == "stop" else not flag) for key, label in BUTTONS]
+
+    def idle(convs, model, box=None, note=""):
+        """Every output as it stands with no reply under way (an empty send, a refused message): the box keeps
+        ``box`` (None: what it holds), the conversation and the buttons are set again as they are."""
+        text = gr.update(interactive=True) if box is None else gr.update(value=box, interactive=True)
+        return (text, display((convs or {}).get(model, [])), convs or {}, gr.skip(), note, *locked(False))
 
     def respond_ui(message, convs, model, category, greedy, max_new, temperature, top_p):
         text = normalize_content(message).strip()
         if not text:
-            return  # an empty send does nothing
+            yield idle(convs, model, box="")  # an empty send does nothing (spaces are cleared)
+            return
         try:
             opts = decode_options(limits, greedy, max_new, temperature, top_p)
             text = check_message(text, limits)
-            prepare(backend, [model])
+            service.pool.entry(model)
         except Exception as exc:  # noqa: BLE001 - shown as a warning; the page keeps its state
             gr.Warning(error_text(exc))
+            yield idle(convs, model)
             return
         yield from run_ui(text, convs, model, category, opts)
 
     def run_ui(text, convs, model, category, opts):
         box = gr.update(value="", interactive=False)
+        earlier = [t for t in (convs or {}).get(model, []) if t["state"] == DONE][-(limits.max_kept_turns - 1):]
+        pending = {"user": text, "reply": "", "model": model, "category": category, "scored": None, "state": WRITING}
+        latest = with_turns(convs, model, [*earlier, pending])
+        note = loading_note(backend, [model])
+        if note:
+            yield box, display(latest[model]), latest, {}, note, *locked(True)
         writing = f"*{model} is writing…*"
         try:
-            for convs, details in stream(text, convs, model, category, opts):  # noqa: B020 - the newest state wins
-                yield box, display(convs[model]), convs, details, writing, *locked(True)
+            prepare(backend, [model])
+            for latest, details in stream(text, convs, model, category, opts):  # noqa: B007 - the newest state wins
+                yield box, display(latest[model]), latest, details, writing, *locked(True)
         except Exception as exc:  # noqa: BLE001 - the failed turn says why; no error pill stays on the page
             message = error_text(exc)
             gr.Warning(message)
-            turns = [*convs[model][:-1], {**convs[model][-1], "state": FAILED, "error": f"failed: {message}"}]
-            convs = with_turns(convs, model, turns)
-            yield box, display(turns), convs, {}, "", *locked(True)
+            turns = [*latest[model][:-1], {**latest[model][-1], "state": FAILED, "error": f"failed: {message}"}]
+            latest = with_turns(latest, model, turns)
+            yield box, display(turns), latest, {}, "", *locked(True)
 
     def retry_ui(convs, model, category, greedy, max_new, temperature, top_p):
         turns = list((convs or {}).get(model, []))
         if not turns:
+            yield idle(convs, model)
             return
         last = turns.pop()
         try:
             opts = decode_options(limits, greedy, max_new, temperature, top_p)
         except Exception as exc:  # noqa: BLE001
             gr.Warning(error_text(exc))
+            yield idle(convs, model)
             return
         yield from run_ui(last["user"], with_turns(convs, model, turns), model, category, opts)
 
@@ -168,34 +200,37 @@ def chat_tab(backend: Backend, examples: dict[str, list[str]]) -> None:
             raise ui_error(exc) from None
         return display(convs[model]), convs, details
 
+    # On a phone the conversation, the message box and its buttons come first (CSS order, class hh-phone-first), the
+    # settings, the model's note and the explainer after them: the box and the latest reply are on the first screen.
     with gr.Row():
-        model = gr.Dropdown(names, value=names[0], label="Model", scale=2, elem_id="chat-model", min_width=200)
-        kind = gr.Radio(KIND_CHOICES, value="helpful", label="Your message is", scale=3, elem_id="chat-kind",
+        model = Dropdown(names, value=names[0], label="Model", scale=2, elem_id="chat-model", min_width=200)
+        kind = Radio(KIND_CHOICES, value="helpful", label="Your message is", scale=3, elem_id="chat-kind",
                         min_width=300,
                         info="Decides which of the study's labels applies to the reply.")
     model_info = gr.Markdown(model_note(names[0], describe), elem_id="chat-model-info")
     # The label is for screen readers: shown, it floats over the first message (model_info says it instead).
     chatbot = gr.Chatbot(label=chat_label(names[0]), show_label=False, height=380, feedback_options=None,
                          buttons=["copy"], placeholder="Ask anything; each reply gets a reward badge.",
-                         elem_id="chatbot", latex_delimiters=[], sanitize_html=True, group_consecutive_messages=False)
+                         elem_id="chatbot", latex_delimiters=[], sanitize_html=True, group_consecutive_messages=False,
+                         elem_classes=["hh-phone-first"])
     gr.Markdown(explainer(service.thresholds), elem_classes=["hh-explainer"])
-    status = gr.Markdown(elem_id="chat-status")
-    with gr.Row():
+    status = gr.Markdown(elem_id="chat-status", elem_classes=["hh-phone-first"])
+    with gr.Row(elem_classes=["hh-phone-first"]):
         msg = gr.Textbox(label="Message", show_label=False, placeholder="Type a message", scale=5,
                          elem_id="chat-input", max_length=limits.max_input_chars)
         send = gr.Button("Send", variant="primary", scale=1, min_width=80, elem_id="chat-send")
         stop = gr.Button("Stop", variant="stop", scale=1, min_width=80, interactive=False, elem_id="chat-stop")
-    with gr.Row():
+    with gr.Row(elem_classes=["hh-phone-first"]):
         retry = gr.Button("Retry", size="sm", elem_id="chat-retry", min_width=70)
         undo_btn = gr.Button("Undo", size="sm", elem_id="chat-undo", min_width=70)
         clear_btn = gr.Button("Clear", size="sm", elem_id="chat-clear", min_width=70)
     with gr.Accordion("Decoding", open=False):
         greedy = gr.Checkbox(True, label="Greedy (the evaluator's decoding); untick to sample", elem_id="chat-greedy")
-        max_new = gr.Slider(1, limits.max_new_tokens, value=limits.default_new_tokens, step=1,
+        max_new = Slider(1, limits.max_new_tokens, value=limits.default_new_tokens, step=1,
                             label=f"Max new tokens (at most {limits.max_new_tokens})", elem_id="chat-max-new")
-        temperature = gr.Slider(0.05, 2.0, value=0.7, step=0.05, label="Temperature (sampling only)",
+        temperature = Slider(0.05, 2.0, value=0.7, step=0.05, label="Temperature (sampling only)",
                                 interactive=False, elem_id="chat-temperature")
-        top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="Top-p (sampling only)", interactive=False,
+        top_p = Slider(0.05, 1.0, value=0.9, step=0.05, label="Top-p (sampling only)", interactive=False,
                           elem_id="chat-top-p")
     with gr.Accordion("Last reply: details", open=False):
         details = gr.JSON(label="reply, reward, label, tokens")

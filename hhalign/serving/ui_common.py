@@ -12,6 +12,7 @@ import gradio as gr
 
 from ..errors import HHAlignError
 from .chat import DecodeOptions, Limits
+from .render import brief
 
 if TYPE_CHECKING:
     from .config import Backend
@@ -33,14 +34,21 @@ def error_text(exc: BaseException) -> str:
 
 
 def decode_options(limits: Limits, greedy, max_new, temperature, top_p) -> DecodeOptions:
+    if not isinstance(greedy, bool):  # a checkbox accepts anything an API client sends
+        raise HHAlignError(f"greedy must be true or false, got {brief(greedy)}")
     return DecodeOptions(int(max_new), bool(greedy), float(temperature), float(top_p)).checked(limits)
+
+
+def loading_note(backend: Backend, models: list[str]) -> str:
+    """What the page says while models load ("" when all are loaded): shown in the tab's own status line, which
+    the reply replaces (a toast could outlive the reply)."""
+    pool = backend.service.pool
+    missing = [m for m in dict.fromkeys(models) if not pool.is_loaded(m)]
+    return f"*Loading {', '.join(missing)}: the first reply takes longer…*" if missing else ""
 
 
 def prepare(backend: Backend, models: list[str]) -> None:
     """Load models before any GPU window opens (ZeroGPU keeps what the main process loaded)."""
-    missing = [m for m in models if not backend.service.pool.is_loaded(m)]
-    if missing:
-        gr.Info(f"Loading {', '.join(missing)}: the first reply takes longer")
     backend.service.prepare(models)
 
 
@@ -60,6 +68,44 @@ def generation_limits(backend: Backend) -> dict:
 def sampling_controls(greedy: bool):
     """Temperature and top-p only matter when sampling: disabled while Greedy is ticked."""
     return gr.update(interactive=not greedy), gr.update(interactive=not greedy)
+
+
+def checked(component: T) -> T:
+    """``component`` with a value it would refuse refused first: a one-line error that quotes at most a few dozen
+    characters of it and is not logged (Gradio's own error quotes the whole value and logs it with a traceback). An
+    instance attribute, not a subclass: Gradio writes a .pyi stub beside the module of every component subclass."""
+    refuse = component.preprocess
+
+    def preprocess(payload):
+        try:
+            return refuse(payload)
+        except Exception:  # noqa: BLE001 - any refusal of the visitor's value: said briefly, not logged
+            raise gr.Error(f"{component.label or type(component).__name__}: {allowed(component)}, got "
+                           f"{brief(payload)}", print_exception=False) from None
+
+    component.preprocess = preprocess
+    return component
+
+
+def allowed(component) -> str:
+    if hasattr(component, "choices"):
+        return "choose one of " + ", ".join(repr(v) for _, v in component.choices)
+    if hasattr(component, "maximum"):
+        return f"a number from {component.minimum:g} to {component.maximum:g}"
+    return "not a valid value"
+
+
+# Every Radio, Dropdown and Slider an event reads is made by these: refusals are short and unlogged.
+def Radio(*args, **kwargs) -> gr.Radio:  # noqa: N802 - named as the component it makes
+    return checked(gr.Radio(*args, **kwargs))
+
+
+def Dropdown(*args, **kwargs) -> gr.Dropdown:  # noqa: N802
+    return checked(gr.Dropdown(*args, **kwargs))
+
+
+def Slider(*args, **kwargs) -> gr.Slider:  # noqa: N802
+    return checked(gr.Slider(*args, **kwargs))
 
 
 CSS = """
@@ -85,6 +131,12 @@ CSS = """
 footer > .divider:last-child { display: none; }
 @media (max-width: 640px) {
   .hh-hide-phone { display: none !important; }
+  /* The chat box and the latest reply on a phone's first screen (390x844): a smaller title and intro, a shorter
+     conversation pane, and the conversation, its box and buttons before the settings. */
+  .hh-title h1 { font-size: 1.25rem !important; margin: 0 !important; }
+  .hh-intro { font-size: 0.8em; }
+  .hh-phone-first { order: -1; }
+  #chatbot { height: min(380px, 46vh) !important; }
   /* Narrower tab labels, so all five tabs fit a phone's width instead of hiding behind "...". */
   .tab-container button { padding-left: 7px !important; padding-right: 7px !important; }
 }

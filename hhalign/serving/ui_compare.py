@@ -10,21 +10,24 @@ import gradio as gr
 
 from .chat import best_indices, check_message, normalize_content
 from .render import KIND_CHOICES, badge, explainer, text_as_html
-from .ui_common import decode_options, error_text, generation_limits, prepare, ui_error
+from .ui_common import Radio, Slider, decode_options, error_text, generation_limits, loading_note, prepare, ui_error
 from .zerogpu import gpu, gpu_seconds
 
 if TYPE_CHECKING:
     from .config import Backend
 
 
-def card(name: str, update=None, best: bool = False, tied: bool = False, category: str = "helpful") -> str:
+def card(name: str, update=None, best: bool = False, tied: bool = False, category: str = "helpful",
+         note: str = "") -> str:
     """One model's reply: its name (★ when its reward is the highest), the reply as text, the reward badge."""
     crown = f' <span class="hh-best">★ best reward{" (tied)" if tied else ""}</span>' if best else ""
     head = f'<div class="hh-card-head">{html.escape(name)}{crown}</div>'
     if update is None:
-        return f'<div class="hh-card">{head}<em>waiting…</em></div>'
+        return f'<div class="hh-card">{head}<em>{html.escape(note.strip("*") or "waiting…")}</em></div>'
     reply = text_as_html(update.reply) if update.reply else "<em>(empty reply)</em>"
-    tag = badge(update.scored.reward, category) if update.scored else badge(None, category, note="writing…")
+    scored = update.scored
+    tag = (badge(scored.reward, category, judged_tokens=scored.n_tokens if scored.truncated else None) if scored
+           else badge(None, category, note="writing…"))
     return f'<div class="hh-card">{head}{reply}<div>{tag}</div></div>'
 
 
@@ -46,6 +49,9 @@ def compare_tab(backend: Backend, examples: dict[str, list[str]]) -> None:
 
     def stream(text: str, category: str, max_new):
         opts = decode_options(limits, True, max_new, 1.0, 1.0)
+        note = loading_note(backend, names)
+        if note:
+            yield (*[card(n, note=note) for n in names], [])
         prepare(backend, names)
         for updates in compare_fn(text, opts, names, category):
             final = len(updates) == len(names) and updates[-1].done
@@ -53,14 +59,21 @@ def compare_tab(backend: Backend, examples: dict[str, list[str]]) -> None:
             rows = [{**u.to_dict(), "best": i in best} for i, u in enumerate(updates) if u.done]
             yield (*cards(names, updates, category), rows)
 
+    def unchanged() -> tuple:
+        # Every output set explicitly (left out, Gradio would blank it): the cards keep what they show.
+        return (*[gr.update(visible=True) for _ in names], gr.update(visible=False))
+
     def compare_ui(prompt, category, max_new):
         text = normalize_content(prompt).strip()
         if not text:
-            return  # an empty send does nothing
+            yield gr.update(value=""), *unchanged()  # an empty send does nothing (spaces are cleared)
+            return
         try:
-            yield from stream(check_message(text, limits), category, max_new)
+            for outputs in stream(check_message(text, limits), category, max_new):
+                yield gr.skip(), *outputs
         except Exception as exc:  # noqa: BLE001 - a warning, no error pill left on the cards
             gr.Warning(error_text(exc))
+            yield gr.skip(), *unchanged()
 
     def compare_api(prompt, category, max_new):
         """Every model's reply to one prompt: the cards (HTML) and one score row per model, the best marked."""
@@ -72,8 +85,8 @@ def compare_tab(backend: Backend, examples: dict[str, list[str]]) -> None:
     prompt = gr.Textbox(label="One prompt for every model", lines=2, elem_id="compare-input",
                         max_length=limits.max_input_chars)
     with gr.Row():
-        kind = gr.Radio(KIND_CHOICES, value="helpful", label="Your prompt is", scale=2)
-        max_new = gr.Slider(1, limits.max_new_tokens, value=limits.default_new_tokens, step=1,
+        kind = Radio(KIND_CHOICES, value="helpful", label="Your prompt is", scale=2)
+        max_new = Slider(1, limits.max_new_tokens, value=limits.default_new_tokens, step=1,
                             label="Max new tokens (greedy decoding)", scale=2)
         run = gr.Button("Compare all models", variant="primary", scale=1, elem_id="compare-run")
     gr.Markdown(explainer(service.thresholds), elem_classes=["hh-explainer"])
@@ -87,7 +100,7 @@ def compare_tab(backend: Backend, examples: dict[str, list[str]]) -> None:
                 inputs=[prompt, kind])
     api_button = gr.Button(visible=False)
     limits_kw = generation_limits(backend)
-    gr.on([run.click, prompt.submit], compare_ui, inputs=[prompt, kind, max_new], outputs=[*outs, scores],
+    gr.on([run.click, prompt.submit], compare_ui, inputs=[prompt, kind, max_new], outputs=[prompt, *outs, scores],
           api_visibility="private", trigger_mode="once", **limits_kw)
     api_button.click(compare_api, inputs=[prompt, kind, max_new], outputs=[*outs, scores], api_name="compare",
                      **limits_kw)

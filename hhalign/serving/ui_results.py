@@ -14,7 +14,7 @@ import gradio as gr
 from ..eval import results as hres
 from ..fmt import with_ci
 from .render import clean_text
-from .ui_common import ui_error
+from .ui_common import Dropdown, ui_error
 
 if TYPE_CHECKING:
     from .config import Backend
@@ -134,7 +134,7 @@ def results_tab(backend: Backend, demo: gr.Blocks) -> None:
         with gr.Column(scale=3, min_width=300):
             cards = gr.HTML(rate_cards(view.rates), elem_id="results-cards")
         with gr.Column(scale=2, min_width=260):
-            gr.Markdown(hres.explainer_markdown(view.thresholds), elem_id="results-explainer")
+            gr.Markdown(hres.explainer_markdown(view.thresholds, view.prompts), elem_id="results-explainer")
     gr.Markdown("### Rates\nIn %, each with its 95% interval (low, high). Search the table, sort it with a "
                 "column's ⋮ menu, download it as CSV.")
     rates = table(view.rates, "Rates (%)", "metrics-table", pinned_columns=1, column_widths=widths(view.rates))
@@ -151,9 +151,9 @@ def results_tab(backend: Backend, demo: gr.Blocks) -> None:
     judge = gr.Markdown(view.judge, elem_id="results-judge")
     gr.Markdown("### Per-prompt browser\nEvery scored reply; click a cell to read it whole.")
     with gr.Row():
-        f_model = gr.Dropdown(view.choices["model"], value=hres.ALL, label="Model", elem_id="filter-model")
-        f_category = gr.Dropdown(view.choices["category"], value=hres.ALL, label="Category", elem_id="filter-category")
-        f_label = gr.Dropdown(view.choices["label"], value=hres.ALL, label="Label", elem_id="filter-label")
+        f_model = Dropdown(view.choices["model"], value=hres.ALL, label="Model", elem_id="filter-model")
+        f_category = Dropdown(view.choices["category"], value=hres.ALL, label="Category", elem_id="filter-category")
+        f_label = Dropdown(view.choices["label"], value=hres.ALL, label="Label", elem_id="filter-label")
     no_match = gr.Markdown(NO_MATCH, visible=False, elem_id="browse-empty")
     rows = table(view.rows, "Responses", "browse-table", max_chars=160, max_height=600,
                  column_widths=widths(view.rows))
