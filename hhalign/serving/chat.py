@@ -1,4 +1,5 @@
-"""Conversations with a served model: input caps, streamed replies under the evaluator's ``chat`` protocol, the
+"""Conversations with a served model: input caps, streamed replies under the model's chat template or
+the evaluator's ``chat`` protocol, the
 reward score of each reply, and the service the Space's handlers call."""
 
 from __future__ import annotations
