@@ -119,12 +119,12 @@ the rating the reward model would earn voting on the same pairs, with how often 
 ## Protocol
 
 A model whose tokenizer has a chat template is prompted through it (the evaluator's `template` protocol: the turns
-as user/assistant messages, the reply cut at the template's end of turn). Any other model gets the evaluator's `chat`
-protocol: the conversation is written as an HH-RLHF transcript (`Human: ...` / `Assistant: ...`), the assistant cue
-`\\n\\nAssistant:` is appended, and the reply is cut at the next `\\n\\nHuman:` turn. Decoding is greedy by default, as in the evaluation. The reward model scores the whole
-conversation so far as the question and the reply as the answer, as the study did. The Results tab shows the
-evaluator's measurements with 95% bootstrap intervals, paired significance tests, and the study's published Table 1
-as reference figures.
+as user/assistant messages, the reply cut at the template's end of turn). Any other model gets the evaluator's
+`chat` protocol: the conversation is written as an HH-RLHF transcript (`Human: ...` / `Assistant: ...`), the
+assistant cue `\\n\\nAssistant:` is appended, and the reply is cut at the next `\\n\\nHuman:` turn. Decoding is
+greedy by default, as in the evaluation. The reward model scores the whole conversation so far as the question and
+the reply as the answer, as the study did. The Results tab shows the evaluator's measurements with 95% bootstrap
+intervals, paired significance tests, and the study's published Table 1 as reference figures.
 
 ## Reproduce
 

@@ -1,6 +1,5 @@
-"""Conversations with a served model: input caps, streamed replies under the model's chat template or
-the evaluator's ``chat`` protocol, the
-reward score of each reply, and the service the Space's handlers call."""
+"""Conversations with a served model: input caps, streamed replies under the model's chat template or the
+evaluator's ``chat`` protocol, the reward score of each reply, and the service the Space's handlers call."""
 
 from __future__ import annotations
 
