@@ -166,18 +166,22 @@ def _bound_forward(layer: Any, kernels: dict[str, str] | None) -> Callable[[Any]
 
 
 def _rows_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, scaling: float | None = None,
-                    dropout: float = 0.0, hhalign_row_starts: Sequence[int] | None = None, **kwargs: Any) -> Any:
-    """Attention row by row over each row's own tokens only (no padding read, no mask), else plain SDPA.
+                    dropout: float = 0.0, hhalign_row_starts: Sequence[int] | None = None,
+                    sliding_window: int | None = None, **kwargs: Any) -> Any:
+    """Attention row by row over each row's own tokens only (no padding read), else plain SDPA.
 
     ``hhalign_row_starts[r]`` is the first real key position of row r. A row's call is then exactly the unpadded
-    one-prompt computation: causal over the prompt at prefill, one query over the row's cache when decoding."""
+    one-prompt computation: causal over the prompt at prefill, one query over the row's cache when decoding. A layer
+    with a ``sliding_window`` (Mistral, Gemma-2's local layers) sees, like transformers' own mask, the keys less than
+    ``sliding_window`` positions behind each query."""
+    import torch
     import torch.nn.functional as F
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     q_len, kv_len = query.shape[2], key.shape[2]
     if hhalign_row_starts is None or (q_len > 1 and q_len != kv_len) or module.training:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
+                                      sliding_window=sliding_window, **kwargs)
     gqa = {"enable_gqa": True} if key.shape[1] != query.shape[1] else {}
     # The engine keeps the cache in float32 on CPUs (see batched._decode_batch): a bfloat16 model's queries join it
     # there, and the result goes back to the model's format.
@@ -187,8 +191,15 @@ def _rows_attention(module: Any, query: Any, key: Any, value: Any, attention_mas
     past = kv_len - q_len
     for r, s in enumerate(hhalign_row_starts):
         q0 = max(s - past, 0)
-        o = F.scaled_dot_product_attention(query[r : r + 1, :, q0:], key[r : r + 1, :, s:], value[r : r + 1, :, s:],
-                                           is_causal=q_len > 1, scale=scaling, **gqa)
+        k0 = s if sliding_window is None or q_len > 1 else max(s, kv_len - sliding_window)
+        n = kv_len - s
+        mask = None
+        if q_len > 1 and sliding_window is not None and n >= sliding_window:
+            # The band a one-prompt call masks with (transformers keeps a mask once the prompt reaches the window).
+            distance = torch.arange(n, device=query.device)[:, None] - torch.arange(n, device=query.device)
+            mask = (distance >= 0) & (distance < sliding_window)
+        o = F.scaled_dot_product_attention(query[r : r + 1, :, q0:], key[r : r + 1, :, k0:], value[r : r + 1, :, k0:],
+                                           attn_mask=mask, is_causal=q_len > 1 and mask is None, scale=scaling, **gqa)
         out[r, q0:] = o[0].transpose(0, 1)
     return out.to(dtype), None
 

@@ -144,6 +144,42 @@ def _build_policy(folder: Path, corpus: str) -> None:
     tokenizer.save_pretrained(folder)
 
 
+def build_tiny_causal_lm(family: str, out_dir: str | Path, *, seed: int = POLICY_SEED,
+                         chat_template: str | None = None) -> Path:
+    """A tiny random causal LM of ``family`` saved to ``out_dir`` (a folder the evaluator and ``from_pretrained``
+    load by path), built offline with transformers' own classes and the tiny policy's tokenizer; returns the folder.
+
+    ``family`` is one of ``builders.FAMILIES``: 'gpt2', 'llama' (grouped-query attention), 'qwen2', 'mistral' (a
+    24-token sliding window), 'phi3', 'gpt_neox', 'gemma2' (alternating sliding/full layers, soft-capping), 'opt'; the
+    shapes are in ``builders.TINY_CAUSAL_LMS`` (3 layers, hidden 64). ``chat_template`` (a Jinja string) is stored
+    with the tokenizer. A complete build of the same family, seed, template and code is reused.
+    """
+    if family not in builders.TINY_CAUSAL_LMS:
+        raise ValueError(f"unknown model family {family!r}: use one of {', '.join(builders.FAMILIES)}")
+    out = Path(out_dir)
+    extra = {"family": family, "seed": seed, "chat_template": chat_template,
+             "config": json.loads(json.dumps(builders.TINY_CAUSAL_LMS[family][2]))}
+    if _is_complete(out, _POLICY_FILES, extra):
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".tiny-{family}-", dir=out.parent))
+    try:
+        tokenizer = builders.train_policy_tokenizer([CORPUS_PATH.read_text(encoding="utf-8")], POLICY_VOCAB_TARGET)
+        if chat_template is not None:
+            tokenizer.chat_template = chat_template
+        model = builders.build_causal_lm(family, tokenizer, seed=seed)
+        with quiet_progress_bars():
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+        _write_marker(staging, "policy", extra)
+        for path in staging.iterdir():
+            path.chmod(0o644)
+        _move_into_place(staging, out, _POLICY_FILES)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
 def build_tiny_reward(out_dir: str | Path, *, seed: int = REWARD_SEED, chat_template: str | None = None) -> Path:
     """One more tiny reward model (another seed: another, equally meaningless judge), e.g. for several judges.
 
