@@ -10,6 +10,7 @@ The tokenizers are the real models' classes: a byte-level BPE ``GPT2Tokenizer`` 
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections import Counter
@@ -234,7 +235,8 @@ def build_causal_lm(family: str, tokenizer: Any, config: dict | None = None, see
     if family not in TINY_CAUSAL_LMS:
         raise ValueError(f"unknown model family {family!r}: use one of {', '.join(FAMILIES)}")
     config_name, model_name, tiny = TINY_CAUSAL_LMS[family]
-    config = dict(tiny if config is None else config)
+    # A deep copy: some config classes edit nested dicts in place (Phi3Config adds keys to rope_parameters).
+    config = copy.deepcopy(tiny if config is None else config)
     special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
                "pad_token_id": tokenizer.pad_token_id}
     config = {**config, **special, "vocab_size": _vocab_size({"vocab_size": 0, **config}, tokenizer)}
