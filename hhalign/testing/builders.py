@@ -25,6 +25,15 @@ OPT_350M = dict(
     enable_bias=True, dropout=0.1, attention_dropout=0.0, pad_token_id=1, bos_token_id=2, eos_token_id=2,
     prefix="</s>",
 )
+# HuggingFaceTB/SmolLM2-360M's config.json (LlamaForCausalLM; the same fields in its -Instruct variant): a Llama-family
+# model of OPT-350M's size, with grouped-query attention (15 query heads of 64 sharing 5 key/value heads) and tied
+# embeddings. The benchmark's Llama-family shape.
+SMOLLM2_360M = dict(
+    vocab_size=49152, hidden_size=960, num_hidden_layers=32, num_attention_heads=15, num_key_value_heads=5,
+    intermediate_size=2560, hidden_act="silu", max_position_embeddings=8192, rms_norm_eps=1e-5,
+    tie_word_embeddings=True, attention_bias=False, mlp_bias=False, initializer_range=0.02,
+    rope_parameters={"rope_type": "default", "rope_theta": 100000.0},
+)
 # OpenAssistant/reward-model-deberta-v3-large-v2's config.json (DeBERTa-v3-large with a one-logit head).
 DEBERTA_V3_LARGE = dict(
     vocab_size=128100, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
