@@ -122,6 +122,17 @@ def bloom_dir(family_dirs, tmp_path_factory):
     return folder
 
 
+def test_the_tiny_cli_builds_one_family(tmp_path, capsys):
+    from hhalign.cli import run as cli_run
+    from hhalign.testing.tiny import TinyConfig, main
+
+    assert cli_run(main, [TinyConfig], ["--family", "qwen2", "--out", str(tmp_path / "q")]) == 0
+    assert json.loads((tmp_path / "q" / "config.json").read_text())["model_type"] == "qwen2"
+    assert cli_run(main, [TinyConfig], ["--family", "qwen3", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown --family 'qwen3': use one of gpt2, llama" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_an_untested_family_falls_back_and_says_so(bloom_dir, one_thread):
     loaded = load_policy(parse_model_ref(str(bloom_dir)))
     model, tokenizer = loaded.model, loaded.tokenizer

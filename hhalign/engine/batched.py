@@ -1,8 +1,12 @@
 """hhalign's batched engine: prompts sorted by length and cut into decode batches by a KV-cache token budget; each
 batch is prefilled in groups of near-equal length straight into key/value buffers allocated once, then decoded
-together, and a row that emits EOS leaves the batch at once. In float32 it gives the same tokens as one prompt at a
-time: batching only changes matrix shapes, which moves logits by about 1e-6, far below the margin between the two best
-tokens (tested, and counted by the benchmark)."""
+together, and a row that emits EOS leaves the batch at once. Every token gets the position it has in a one-prompt
+call (its index among its row's real tokens), whatever the padding, so models that take positions from the cache
+slot (rotary embeddings, GPT-2's learned table) compute what they compute unbatched; sliding-window layers see the
+same window. In float32 it gives the same tokens as one prompt at a time: batching only changes matrix shapes, which
+moves logits by about 1e-6, far below the margin between the two best tokens (tested on a tiny model of each family
+in :data:`EXACT_FAMILIES`, and counted by the benchmark). Other models go to transformers' generate, and
+:func:`generation_settings` records that with the run."""
 
 from __future__ import annotations
 
@@ -208,11 +212,10 @@ def _decode_batch(model: Any, rows: list[list[int]], max_new_tokens: int, eos_to
             group_width = len(rows[start])
             input_ids, mask = left_pad(rows[start:end], pad_token_id)
             offset = width - group_width
-            if not per_row:
-                for buf in (*keys, *values):
-                    # Slots left of the group are padding for these rows: masked out, and must be finite (0 x value).
-                    # Row-by-row attention never reads them.
-                    buf[start:end, :, :offset].zero_()
+            for buf in (*keys, *values):
+                # Slots left of the group are padding for these rows: masked out when decoding (and by the padded
+                # path), so they must be finite (0 x value); row-by-row prefill never reads them.
+                buf[start:end, :, :offset].zero_()
             # The group's cache writes straight into its rows of the batch buffers, right-aligned at `width`.
             cache = Cache(layers=[SlotLayer(k[start:end, :, offset:], v[start:end, :, offset:])
                                   for k, v in zip(keys, values)])

@@ -87,14 +87,31 @@ class TinyConfig:
 
     out: str = field(default="outputs/tiny", metadata={"help": "Folder to write policy/ and reward/ into."})
     overwrite: bool = field(default=False, metadata={"help": "Rebuild even if a complete build exists."})
+    family: str | None = field(default=None, metadata={
+        "help": "Instead, one tiny causal LM of this family written to --out: gpt2, llama, qwen2, mistral, phi3, "
+                "gpt_neox, gemma2 or opt (see hhalign.testing.builders.TINY_CAUSAL_LMS)."})
+
+    def __post_init__(self) -> None:
+        if self.family is not None and self.family not in builders.TINY_CAUSAL_LMS:
+            from ..errors import HHAlignError
+
+            raise HHAlignError(f"unknown --family {self.family!r}: use one of {', '.join(builders.FAMILIES)}")
 
 
-def main(cfg: TinyConfig) -> TinyModels:
-    """Build the tiny, offline, deterministic stand-ins of the policy (OPT) and the reward model (DeBERTa-v2).
+def main(cfg: TinyConfig) -> TinyModels | Path:
+    """Build the tiny, offline, deterministic stand-ins of the policy (OPT) and the reward model (DeBERTa-v2), or
+    with ``--family`` one tiny causal LM of that family.
 
     Usage:
         hhalign tiny --out outputs/tiny
+        hhalign tiny --family llama --out outputs/tiny/llama
     """
+    if cfg.family is not None:
+        if cfg.overwrite:
+            (Path(cfg.out) / MARKER_FILE).unlink(missing_ok=True)  # no marker: rebuilt
+        folder = build_tiny_causal_lm(cfg.family, cfg.out)
+        print(f"{cfg.family}: {folder}")
+        return folder
     models = build_tiny(cfg.out, overwrite=cfg.overwrite)
     print(f"policy: {models.policy}")
     print(f"reward: {models.reward}")
