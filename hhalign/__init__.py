@@ -43,7 +43,7 @@ _MODULES = {
     "serving.chat": "ChatService DecodeOptions Limits",
     "serving.pool": "ModelPool",
     "serving.config": "SpaceConfig build_backend",
-    "testing.tiny": "TinyModels build_tiny build_tiny_adapter",
+    "testing.tiny": "TinyModels build_tiny build_tiny_adapter build_tiny_causal_lm",
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names.split()}
 _RENAMED = {"run_eval": "run"}

@@ -68,6 +68,18 @@ def test_bench_cli_prints_the_table_with_peers_and_writes_json(tmp_path, capsys,
             assert "\n" not in peer["skipped"] and f"skipped: {peer['skipped']}" in printed
 
 
+def test_bench_on_the_llama_family_shape(tmp_path, capsys, one_thread):
+    out = tmp_path / "bench.json"
+    argv = ["--tiny", "--policy_shape", "smollm2-360m", "--n", "3", "--dataset", "", "--max_new_tokens", "6",
+            "--json", str(out)]
+    assert cli_run(_bench_script().main, [BenchConfig], argv) == 0
+    printed = capsys.readouterr().out
+    assert "tiny llama policy" in printed and "--policy_shape smollm2-360m" in printed
+    result = json.loads(out.read_text())
+    assert result["settings"]["policy_shape"] == "smollm2-360m"
+    assert result["generation"]["fp32_identical"] == 3  # the engine (not a fallback) on Llama: the loop's tokens
+
+
 def test_bench_refuses_bad_options(capsys):
     assert cli_run(_bench_script().main, [BenchConfig], ["--tiny", "--n", "0", "--dataset", ""]) == 2
     assert "--n must be a positive" in capsys.readouterr().err
@@ -103,6 +115,23 @@ def test_flop_counts_on_the_real_architectures():
     assert 0.60e9 < per_token < 0.63e9
     per_pair_token = scoring_flops(deberta, [101]) - scoring_flops(deberta, [100])
     assert 0.66e9 < per_pair_token < 0.68e9  # + the two relative-position terms and content attention
+
+
+def test_counts_on_the_llama_family_shape():
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from hhalign.testing.builders import SMOLLM2_360M
+
+    with torch.device("meta"):
+        llama = LlamaForCausalLM(LlamaConfig(**SMOLLM2_360M))
+    # 32 x (2 x 960^2 + 2 x 960 x 320 + 3 x 960 x 2560) = 314.6M linear weights besides the tied head, x 2 per token
+    # fed (629.1M), + attention: one more prompt token lengthens the 149-token context by one (2 x 960 x 32 x 298).
+    per_token = generation_flops(llama, [100], [50], 50) - generation_flops(llama, [99], [50], 50)
+    assert per_token == pytest.approx(2 * 314_572_800 + 2 * 960 * 32 * 298)
+    # Grouped-query attention: a cached position holds 5 key/value heads of 64 per layer, not 960 values.
+    per_position = decode_bytes(llama, [101], [2], 2) - decode_bytes(llama, [100], [2], 2)
+    assert per_position == 4 * 2 * 32 * 320
 
 
 # A 2-layer OPT with hidden size 8: 2 x (4 x 8 x 8 + 2 x 8 x 16) + 10 x 8 (the head) = 1104 linear weights,

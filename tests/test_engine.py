@@ -101,6 +101,34 @@ def test_engine_kernels_are_scoped(policy):
     assert not any("forward" in vars(m) for m in model.modules())
 
 
+@pytest.mark.parametrize("window", [None, 5])
+@pytest.mark.parametrize("kv_heads", [4, 2])
+def test_decode_attention_of_all_rows_is_each_rows_own_attention(window, kv_heads):
+    """One decode step for rows with different starts (left padding): each row's output is the attention of its query
+    over its own keys (its last ``window`` keys in a sliding layer), computed alone."""
+    import torch
+    import torch.nn.functional as F
+
+    from hhalign.engine.kernels import _rows_attention
+
+    gen = torch.Generator().manual_seed(0)
+    rows, heads, kv_len, dim = 4, 4, 12, 8
+    query = torch.randn(rows, heads, 1, dim, generator=gen)
+    key, value = (torch.randn(rows, kv_heads, kv_len, dim, generator=gen) for _ in range(2))
+    starts = [0, 3, 3, 9]
+    for r, s in enumerate(starts):  # padding slots hold zeros, as the engine's buffers do
+        key[r, :, :s] = value[r, :, :s] = 0
+    module = SimpleNamespace(training=False)
+    out, _ = _rows_attention(module, query, key, value, None, scaling=0.3, hhalign_row_starts=starts,
+                             sliding_window=window)
+    assert out.shape == (rows, 1, heads, dim)
+    for r, s in enumerate(starts):
+        k0 = s if window is None else max(s, kv_len - window)
+        k, v = (t[r : r + 1, :, k0:].repeat_interleave(heads // kv_heads, dim=1) for t in (key, value))
+        alone = F.scaled_dot_product_attention(query[r : r + 1], k, v, scale=0.3)
+        assert torch.allclose(out[r, 0], alone[0, :, 0], atol=1e-6), r
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_every_linear_kernel_computes_the_linear_layer(dtype):
     import torch

@@ -22,6 +22,10 @@ class BenchConfig:
     dataset: str = field(default="../shared/data/hh-rlhf", metadata={
         "help": "Local HH-RLHF folder for the study's prompts and the stand-in tokenizers; when it does not exist the "
                 "shipped demo prompts are used (nothing is downloaded)."})
+    policy_shape: Literal["opt-350m", "smollm2-360m"] = field(default="opt-350m", metadata={
+        "help": "The policy's architecture and size, from its exact configuration (random weights): opt-350m (the "
+                "study's facebook/opt-350m) or smollm2-360m (HuggingFaceTB/SmolLM2-360M: Llama family, grouped-query "
+                "attention, a model of the same size a student aligns next)."})
     max_new_tokens: int = field(default=50, metadata={"help": "Greedy tokens per answer (the study: 50)."})
     batch_size: int = field(default=32, metadata={
         "help": "Engine (and transformers generate): most prompts decoded together (the evaluator's default)."})

@@ -130,9 +130,13 @@ def decode_bytes(model: Any, prompt_lengths: Sequence[int], new_lengths: Sequenc
     positions = _decode_positions(prompt_lengths, new_lengths, max_new_tokens)
     steps = max((len(p) for p in positions), default=0)
     weight = next(model.parameters()).element_size() * _linear_params(model)
-    # A token at position p attends over p + 1 cached keys and values, each hidden_size values per layer.
+    # A token at position p attends over p + 1 cached keys and values, each key/value heads x head dim values per
+    # layer: hidden_size without grouped-query attention (OPT), a third of it for SmolLM2-360M (5 of 15 heads).
     cached = sum(p + 1 for rows in positions for p in rows)
-    return steps * weight + cache_bytes * 2 * config.num_hidden_layers * config.hidden_size * cached
+    heads = config.num_attention_heads
+    width = (getattr(config, "num_key_value_heads", None) or heads) * \
+        (getattr(config, "head_dim", None) or config.hidden_size // heads)
+    return steps * weight + cache_bytes * 2 * config.num_hidden_layers * width * cached
 
 
 def memory_bandwidth(device: str = "cpu", gib: float = 1.0, repeat: int = 3) -> float:

@@ -1,9 +1,10 @@
 """What the benchmark runs on: the study's prompts and stand-ins for its two models, built offline by
 :mod:`hhalign.testing.builders` (the same builder as the tests' tiny models).
 
-Nothing is downloaded. The models are OPT-350M and DeBERTa-v3-large built from their exact configurations with
-random weights (speed depends on shapes, not on weight values); their tokenizers are the real models' classes trained
-on the spot on the local HH-RLHF text, so prompts have realistic token counts. Random weights rarely produce EOS, so
+Nothing is downloaded. The models are OPT-350M (or, with ``--policy_shape smollm2-360m``, the Llama-family
+SmolLM2-360M) and DeBERTa-v3-large built from their exact configurations with random weights (speed depends on
+shapes, not on weight values); their tokenizers are the real models' classes trained on the spot on the local
+HH-RLHF text, so prompts have realistic token counts. Random weights rarely produce EOS, so
 every answer runs the full ``max_new_tokens``: a worst case for generation time.
 """
 
@@ -23,6 +24,12 @@ SUBSETS = ("harmless-base", "helpful-base", "helpful-online", "helpful-rejection
 # give 0.195, nearer a broad-corpus SentencePiece model's counts.
 POLICY_VOCAB = 50265
 REWARD_VOCAB = 32000
+# --policy_shape: the policy's family (hhalign.testing.builders.FAMILIES), its exact configuration, the stand-in
+# tokenizer's vocabulary size (the real model's), and a name for the table. --tiny runs the family's tiny model.
+POLICY_SHAPES = {
+    "opt-350m": ("opt", "OPT_350M", POLICY_VOCAB, "OPT-350M"),
+    "smollm2-360m": ("llama", "SMOLLM2_360M", 49152, "SmolLM2-360M (Llama family)"),
+}
 
 
 @dataclass
@@ -57,27 +64,35 @@ def training_texts(dataset: str | None) -> tuple[list[str], str]:
     return texts, "hhalign's tiny corpus and demo prompts"
 
 
-def stand_ins(tiny: bool, dataset: str | None, seed: int) -> StandIns:
-    """OPT-350M and DeBERTa-v3-large with random weights (seeds ``seed`` and ``seed + 1``) and stand-in tokenizers;
-    with ``tiny``, exactly the tests' tiny models (:func:`hhalign.testing.tiny.build_tiny`), in memory."""
+def stand_ins(tiny: bool, dataset: str | None, seed: int, policy_shape: str = "opt-350m") -> StandIns:
+    """The policy of ``policy_shape`` (a key of :data:`POLICY_SHAPES`) and DeBERTa-v3-large with random weights (seeds
+    ``seed`` and ``seed + 1``) and stand-in tokenizers; with ``tiny``, the tests' tiny models of those families
+    (:mod:`hhalign.testing.tiny`), in memory."""
     from ..testing import builders
     from ..testing import tiny as tiny_models
 
+    if policy_shape not in POLICY_SHAPES:
+        raise HHAlignError(f"unknown --policy_shape {policy_shape!r}: use one of {', '.join(POLICY_SHAPES)}")
+    family, config_name, vocab, label = POLICY_SHAPES[policy_shape]
     if tiny:
         corpus = tiny_models.CORPUS_PATH.read_text(encoding="utf-8")
         ptok = builders.train_policy_tokenizer([corpus], tiny_models.POLICY_VOCAB_TARGET)
         rtok = builders.train_reward_tokenizer([corpus], tiny_models.REWARD_VOCAB_TARGET)
-        return StandIns(builders.build_policy(ptok, builders.TINY_OPT, tiny_models.POLICY_SEED), ptok,
+        policy = builders.build_policy(ptok, builders.TINY_OPT, tiny_models.POLICY_SEED) if family == "opt" else \
+            builders.build_causal_lm(family, ptok, seed=tiny_models.POLICY_SEED)
+        return StandIns(policy, ptok,
                         builders.build_reward(rtok, builders.TINY_DEBERTA, tiny_models.REWARD_SEED,
                                               tiny_models.REWARD_CLASSIFIER_SCALE, tiny_models.REWARD_CLASSIFIER_BIAS),
-                        rtok, "the tests' tiny OPT and tiny DeBERTa (hhalign.testing.tiny), untrained")
+                        rtok, f"the tests' tiny {family} policy and tiny DeBERTa (hhalign.testing), untrained")
     texts, source = training_texts(dataset)
-    ptok = builders.train_policy_tokenizer(texts, POLICY_VOCAB)
+    ptok = builders.train_policy_tokenizer(texts, vocab)
     rtok = builders.train_reward_tokenizer(texts, REWARD_VOCAB)
-    return StandIns(builders.build_policy(ptok, builders.OPT_350M, seed), ptok,
-                    builders.build_reward(rtok, builders.DEBERTA_V3_LARGE, seed + 1), rtok,
-                    f"OPT-350M and DeBERTa-v3-large with random weights; stand-in tokenizers (the real classes) "
-                    f"trained on {source}")
+    config = getattr(builders, config_name)
+    policy = builders.build_policy(ptok, config, seed) if family == "opt" else \
+        builders.build_causal_lm(family, ptok, config, seed)
+    return StandIns(policy, ptok, builders.build_reward(rtok, builders.DEBERTA_V3_LARGE, seed + 1), rtok,
+                    f"{label} and DeBERTa-v3-large with random weights; stand-in tokenizers (OPT's and DeBERTa's "
+                    f"classes, {len(ptok)} and {len(rtok)} tokens) trained on {source}")
 
 
 def bench_prompts(n: int, dataset: str | None) -> tuple[list[str], str]:

@@ -53,7 +53,7 @@ def run(cfg: BenchConfig) -> dict:
     machine = machine_info(device, torch.get_num_threads())
     prompts, prompt_source = bench_prompts(cfg.n, cfg.dataset)
     start = time.perf_counter()
-    models = stand_ins(cfg.tiny, cfg.dataset, cfg.seed)
+    models = stand_ins(cfg.tiny, cfg.dataset, cfg.seed, cfg.policy_shape)
     logger.info(f"{models.description} ({time.perf_counter() - start:.0f} s) on {device}; {len(prompts)} prompts: "
                 f"{prompt_source}; fast mode: {fmt}")
     formats = ["float32", fmt] + (["int8"] if cfg.peers and device == "cpu" and fmt != "int8" else [])

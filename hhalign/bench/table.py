@@ -72,8 +72,10 @@ def format_table(result: dict) -> str:
             cells.append(f"{secs / _floor(result, row):.1f}x")
         lines.append("| " + " | ".join(label + cells + [_equality(row, n)]) + " |")
     if settings.get("wall_s"):
-        lines += ["", f"This run took {settings['wall_s']:.0f} s. Rerun: python batch/bench.py [--peers] [--repeat 2] "
-                  f"[--n 16] [--json FILE] (the peers: pip install \"hhalign[bench]\"; vLLM on a CUDA machine)."]
+        shape = settings.get("policy_shape", "opt-350m")
+        lines += ["", f"This run took {settings['wall_s']:.0f} s. Rerun: python batch/bench.py "
+                  + (f"--policy_shape {shape} " if shape != "opt-350m" else "") + "[--peers] [--repeat 2] "
+                  "[--n 16] [--json FILE] (the peers: pip install \"hhalign[bench]\"; vLLM on a CUDA machine)."]
     if floor:
         f = {**result["floor_s"], **result["flops"]}
         rates = ", ".join(f"{_fmt_short(k)} {v:.0f}" for k, v in result["flops"]["matmul_gflops"].items())

@@ -10,7 +10,7 @@ from typing import Any
 DEFAULT_MAX_NEW_TOKENS = 50
 # KV-cache positions (rows x (prompt + new tokens)) one decode batch may hold. For OPT-350M in float32 a position
 # costs 24 layers x 2 x 1024 x 4 bytes = 192 KiB, so 16384 positions are 3 GiB
-# at most (row-by-row attention on CPUs never touches the padding slots, so their pages are not even allocated).
+# at most.
 DEFAULT_TOKEN_BUDGET = 16384
 # A prefill group keeps taking the next (shorter) prompt while its padded size stays under this many tokens: below
 # it a forward pass costs about one read of the weights whatever its size, so extra rows are nearly free.

@@ -166,31 +166,66 @@ def _bound_forward(layer: Any, kernels: dict[str, str] | None) -> Callable[[Any]
 
 
 def _rows_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, scaling: float | None = None,
-                    dropout: float = 0.0, hhalign_row_starts: Sequence[int] | None = None, **kwargs: Any) -> Any:
-    """Attention row by row over each row's own tokens only (no padding read, no mask), else plain SDPA.
+                    dropout: float = 0.0, hhalign_row_starts: Sequence[int] | None = None,
+                    sliding_window: int | None = None, **kwargs: Any) -> Any:
+    """Attention over each row's own tokens only, else plain SDPA.
 
-    ``hhalign_row_starts[r]`` is the first real key position of row r. A row's call is then exactly the unpadded
-    one-prompt computation: causal over the prompt at prefill, one query over the row's cache when decoding."""
+    ``hhalign_row_starts[r]`` is the first real key position of row r. At prefill each row has its own call, exactly
+    the unpadded one-prompt computation (causal over the prompt, no padding read); a decode step is one call for all
+    rows with the other rows' padding masked (:func:`_decode_attention`). A layer
+    with a ``sliding_window`` (Mistral, Gemma-2's local layers) sees, like transformers' own mask, the keys less than
+    ``sliding_window`` positions behind each query."""
+    import torch
     import torch.nn.functional as F
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     q_len, kv_len = query.shape[2], key.shape[2]
     if hhalign_row_starts is None or (q_len > 1 and q_len != kv_len) or module.training:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
+                                      sliding_window=sliding_window, **kwargs)
     gqa = {"enable_gqa": True} if key.shape[1] != query.shape[1] else {}
     # The engine keeps the cache in float32 on CPUs (see batched._decode_batch): a bfloat16 model's queries join it
     # there, and the result goes back to the model's format.
     dtype = query.dtype
     query = query.to(key.dtype)
+    if q_len == 1:
+        return _decode_attention(query, key, value, hhalign_row_starts, sliding_window, scaling, gqa).to(dtype), None
     out = query.new_zeros(query.shape[0], q_len, query.shape[1], query.shape[3])
     past = kv_len - q_len
     for r, s in enumerate(hhalign_row_starts):
         q0 = max(s - past, 0)
-        o = F.scaled_dot_product_attention(query[r : r + 1, :, q0:], key[r : r + 1, :, s:], value[r : r + 1, :, s:],
-                                           is_causal=q_len > 1, scale=scaling, **gqa)
+        k0 = s if sliding_window is None or q_len > 1 else max(s, kv_len - sliding_window)
+        n = kv_len - s
+        mask = None
+        if q_len > 1 and sliding_window is not None and n >= sliding_window:
+            # The band a one-prompt call masks with (transformers keeps a mask once the prompt reaches the window).
+            distance = torch.arange(n, device=query.device)[:, None] - torch.arange(n, device=query.device)
+            mask = (distance >= 0) & (distance < sliding_window)
+        o = F.scaled_dot_product_attention(query[r : r + 1, :, q0:], key[r : r + 1, :, k0:], value[r : r + 1, :, k0:],
+                                           attn_mask=mask, is_causal=q_len > 1 and mask is None, scale=scaling, **gqa)
         out[r, q0:] = o[0].transpose(0, 1)
     return out.to(dtype), None
+
+
+def _decode_attention(query: Any, key: Any, value: Any, starts: Sequence[int], sliding_window: int | None,
+                      scaling: float | None, gqa: dict) -> Any:
+    """One decode step's attention for all rows in one call: each row's query over its own keys (from its start, or
+    its window), the other rows' padding masked out. One call instead of one per row: at 32 rows x 24 layers the
+    per-call overheads of the row loop cost about as much as the attention itself. The padding slots the mask skips
+    hold zeros (batched._decode_batch), so masked products stay finite."""
+    import torch
+    import torch.nn.functional as F
+
+    kv_len = key.shape[2]
+    first = [s if sliding_window is None else max(s, kv_len - sliding_window) for s in starts]
+    k0 = min(first)
+    mask = None
+    if any(f != k0 for f in first):
+        columns = torch.arange(k0, kv_len, device=query.device)
+        mask = (columns >= torch.tensor(first, device=query.device)[:, None])[:, None, None, :]
+    out = F.scaled_dot_product_attention(query, key[:, :, k0:], value[:, :, k0:], attn_mask=mask, scale=scaling,
+                                         **gqa)
+    return out.transpose(1, 2)
 
 
 def _register_rows_attention() -> None:

@@ -207,6 +207,10 @@ def generate_all(cfg: EvalConfig, out: Path, prompts: list[hdata.EvalPrompt], re
             if cfg.backend == "vllm":
                 engine.update(engine="vllm", tensor_parallel_size=cfg.tensor_parallel_size,
                               guarantee="vLLM's kernels and batching: answers may differ from one prompt at a time")
+            else:  # which generator runs, and when the engine declines the model, why (batched.generation_settings)
+                from ..engine.batched import generation_settings
+
+                engine.update(generation_settings(loaded.model, engine["engine"]))
             loaded.info["engine"] = engine
             info[ref.name] = loaded.info
             with _bar(len(todo), f"generate {ref.name}") as bar:

@@ -10,6 +10,7 @@ The tokenizers are the real models' classes: a byte-level BPE ``GPT2Tokenizer`` 
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections import Counter
@@ -23,6 +24,15 @@ OPT_350M = dict(
     word_embed_proj_dim=512, do_layer_norm_before=False, max_position_embeddings=2048, activation_function="relu",
     enable_bias=True, dropout=0.1, attention_dropout=0.0, pad_token_id=1, bos_token_id=2, eos_token_id=2,
     prefix="</s>",
+)
+# HuggingFaceTB/SmolLM2-360M's config.json (LlamaForCausalLM; the same fields in its -Instruct variant): a Llama-family
+# model of OPT-350M's size, with grouped-query attention (15 query heads of 64 sharing 5 key/value heads) and tied
+# embeddings. The benchmark's Llama-family shape.
+SMOLLM2_360M = dict(
+    vocab_size=49152, hidden_size=960, num_hidden_layers=32, num_attention_heads=15, num_key_value_heads=5,
+    intermediate_size=2560, hidden_act="silu", max_position_embeddings=8192, rms_norm_eps=1e-5,
+    tie_word_embeddings=True, attention_bias=False, mlp_bias=False, initializer_range=0.02,
+    rope_parameters={"rope_type": "default", "rope_theta": 100000.0},
 )
 # OpenAssistant/reward-model-deberta-v3-large-v2's config.json (DeBERTa-v3-large with a one-logit head).
 DEBERTA_V3_LARGE = dict(
@@ -41,6 +51,48 @@ TINY_OPT = {**OPT_350M, "vocab_size": 0, "hidden_size": 64, "num_hidden_layers":
 TINY_DEBERTA = {**DEBERTA_V3_LARGE, "vocab_size": 0, "hidden_size": 64, "num_hidden_layers": 2,
                 "num_attention_heads": 4, "intermediate_size": 128, "pooler_hidden_size": 64,
                 "initializer_range": 0.2}
+
+# Decoder families a student may align next, in miniature: transformers' own config and model classes, shaped like
+# their released small models where it matters to the engine (grouped-query attention, rotary or learned positions,
+# sliding windows, Gemma-2's alternating layers and logit soft-capping), 3 layers wide 64. vocab_size 0 and the
+# special ids are taken from the tokenizer (see build_causal_lm). The sliding windows (24 tokens) are shorter than
+# most test prompts, so windowed attention is exercised, not just configured. initializer_range 0.2 (ten times the
+# usual 0.02): with the default, a tiny model with tied embeddings answers every prompt by repeating its last token
+# (GPT-2, Llama, Qwen2 all answer ":::::"), and the logit margins are so small that tests of exactness would test
+# near-ties. Gemma-2 keeps 0.02: its embeddings are scaled by sqrt(hidden) and 0.2 makes it repeat instead.
+TINY_SLIDING_WINDOW = 24
+TINY_INIT = 0.2
+_TINY_ROPE = {"rope_type": "default", "rope_theta": 10000.0}
+# Shared by the rotary families: 3 layers, hidden 64, 4 query heads sharing 2 key/value heads (grouped-query
+# attention, as in SmolLM2, Qwen2.5, Mistral, Gemma-2), context 2048.
+_TINY_DECODER = dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                     intermediate_size=128, max_position_embeddings=2048, initializer_range=TINY_INIT,
+                     rope_parameters=_TINY_ROPE)
+TINY_CAUSAL_LMS: dict[str, tuple[str, str, dict]] = {
+    # GPT-2: learned absolute positions (a left-padded row at shifted positions computes something else).
+    "gpt2": ("GPT2Config", "GPT2LMHeadModel", dict(
+        n_embd=64, n_layer=3, n_head=4, n_inner=128, n_positions=2048, initializer_range=TINY_INIT, resid_pdrop=0.0,
+        embd_pdrop=0.0, attn_pdrop=0.0)),
+    # Llama with tied embeddings, like SmolLM2.
+    "llama": ("LlamaConfig", "LlamaForCausalLM", {**_TINY_DECODER, "tie_word_embeddings": True}),
+    # Qwen2 adds biases to the query/key/value projections.
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {**_TINY_DECODER, "tie_word_embeddings": True}),
+    "mistral": ("MistralConfig", "MistralForCausalLM", {**_TINY_DECODER, "sliding_window": TINY_SLIDING_WINDOW}),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", {**_TINY_DECODER, "original_max_position_embeddings": 2048}),
+    # Pythia's layout: no grouped-query attention, parallel residual, rotary on a quarter of each head.
+    "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", {
+        **_TINY_DECODER, "num_key_value_heads": None, "use_parallel_residual": True,
+        "rope_parameters": {**_TINY_ROPE, "partial_rotary_factor": 0.25}}),
+    # Gemma-2: sliding and full attention layers alternating, attention and final logits soft-capped.
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", {
+        **_TINY_DECODER, "initializer_range": 0.02, "head_dim": 16, "query_pre_attn_scalar": 16,
+        "sliding_window": TINY_SLIDING_WINDOW,
+        "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+        "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0}),
+    # OPT-350M's layout (post-norm, word-embedding projection), as the tiny policy but 3 layers.
+    "opt": ("OPTConfig", "OPTForCausalLM", {**TINY_OPT, "num_hidden_layers": 3}),
+}
+FAMILIES = tuple(TINY_CAUSAL_LMS)
 
 # OPT's GPT-2 style vocabulary starts with these four, in this order: <s>=0, <pad>=1, </s>=2 (BOS and EOS), <unk>=3.
 POLICY_SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>")
@@ -179,6 +231,27 @@ def build_policy(tokenizer: Any, config: dict, seed: int) -> Any:
 
     model = seeded_init(OPTForCausalLM, OPTConfig(**{**config, "vocab_size": _vocab_size(config, tokenizer)}), seed)
     model.generation_config = GenerationConfig(bos_token_id=2, eos_token_id=2, pad_token_id=1)
+    return model
+
+
+def build_causal_lm(family: str, tokenizer: Any, config: dict | None = None, seed: int = 0) -> Any:
+    """A causal LM of ``family`` (one of :data:`FAMILIES`) shaped by ``config`` (default: the family's tiny config in
+    :data:`TINY_CAUSAL_LMS`) with seeded random weights; its special ids are ``tokenizer``'s, and its vocabulary is
+    sized to it when ``config`` has no ``vocab_size`` (or 0)."""
+    import transformers
+    from transformers import GenerationConfig
+
+    if family not in TINY_CAUSAL_LMS:
+        raise ValueError(f"unknown model family {family!r}: use one of {', '.join(FAMILIES)}")
+    config_name, model_name, tiny = TINY_CAUSAL_LMS[family]
+    # A deep copy: some config classes edit nested dicts in place (Phi3Config adds keys to rope_parameters).
+    config = copy.deepcopy(tiny if config is None else config)
+    special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+               "pad_token_id": tokenizer.pad_token_id}
+    config = {**config, **special, "vocab_size": _vocab_size({"vocab_size": 0, **config}, tokenizer)}
+    config.pop("prefix", None)
+    model = seeded_init(getattr(transformers, model_name), getattr(transformers, config_name)(**config), seed)
+    model.generation_config = GenerationConfig(**special)
     return model
 
 

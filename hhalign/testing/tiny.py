@@ -87,14 +87,31 @@ class TinyConfig:
 
     out: str = field(default="outputs/tiny", metadata={"help": "Folder to write policy/ and reward/ into."})
     overwrite: bool = field(default=False, metadata={"help": "Rebuild even if a complete build exists."})
+    family: str | None = field(default=None, metadata={
+        "help": "Instead, one tiny causal LM of this family written to --out: gpt2, llama, qwen2, mistral, phi3, "
+                "gpt_neox, gemma2 or opt (see hhalign.testing.builders.TINY_CAUSAL_LMS)."})
+
+    def __post_init__(self) -> None:
+        if self.family is not None and self.family not in builders.TINY_CAUSAL_LMS:
+            from ..errors import HHAlignError
+
+            raise HHAlignError(f"unknown --family {self.family!r}: use one of {', '.join(builders.FAMILIES)}")
 
 
-def main(cfg: TinyConfig) -> TinyModels:
-    """Build the tiny, offline, deterministic stand-ins of the policy (OPT) and the reward model (DeBERTa-v2).
+def main(cfg: TinyConfig) -> TinyModels | Path:
+    """Build the tiny, offline, deterministic stand-ins of the policy (OPT) and the reward model (DeBERTa-v2), or
+    with ``--family`` one tiny causal LM of that family.
 
     Usage:
         hhalign tiny --out outputs/tiny
+        hhalign tiny --family llama --out outputs/tiny/llama
     """
+    if cfg.family is not None:
+        if cfg.overwrite:
+            (Path(cfg.out) / MARKER_FILE).unlink(missing_ok=True)  # no marker: rebuilt
+        folder = build_tiny_causal_lm(cfg.family, cfg.out)
+        print(f"{cfg.family}: {folder}")
+        return folder
     models = build_tiny(cfg.out, overwrite=cfg.overwrite)
     print(f"policy: {models.policy}")
     print(f"reward: {models.reward}")
@@ -142,6 +159,42 @@ def _build_policy(folder: Path, corpus: str) -> None:
     model = build_policy(tokenizer, TINY_OPT, POLICY_SEED)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+
+
+def build_tiny_causal_lm(family: str, out_dir: str | Path, *, seed: int = POLICY_SEED,
+                         chat_template: str | None = None) -> Path:
+    """A tiny random causal LM of ``family`` saved to ``out_dir`` (a folder the evaluator and ``from_pretrained``
+    load by path), built offline with transformers' own classes and the tiny policy's tokenizer; returns the folder.
+
+    ``family`` is one of ``builders.FAMILIES``: 'gpt2', 'llama' (grouped-query attention), 'qwen2', 'mistral' (a
+    24-token sliding window), 'phi3', 'gpt_neox', 'gemma2' (alternating sliding/full layers, soft-capping), 'opt'; the
+    shapes are in ``builders.TINY_CAUSAL_LMS`` (3 layers, hidden 64). ``chat_template`` (a Jinja string) is stored
+    with the tokenizer. A complete build of the same family, seed, template and code is reused.
+    """
+    if family not in builders.TINY_CAUSAL_LMS:
+        raise ValueError(f"unknown model family {family!r}: use one of {', '.join(builders.FAMILIES)}")
+    out = Path(out_dir)
+    extra = {"family": family, "seed": seed, "chat_template": chat_template,
+             "config": json.loads(json.dumps(builders.TINY_CAUSAL_LMS[family][2]))}
+    if _is_complete(out, _POLICY_FILES, extra):
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".tiny-{family}-", dir=out.parent))
+    try:
+        tokenizer = builders.train_policy_tokenizer([CORPUS_PATH.read_text(encoding="utf-8")], POLICY_VOCAB_TARGET)
+        if chat_template is not None:
+            tokenizer.chat_template = chat_template
+        model = builders.build_causal_lm(family, tokenizer, seed=seed)
+        with quiet_progress_bars():
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+        _write_marker(staging, "policy", extra)
+        for path in staging.iterdir():
+            path.chmod(0o644)
+        _move_into_place(staging, out, _POLICY_FILES)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
 
 
 def build_tiny_reward(out_dir: str | Path, *, seed: int = REWARD_SEED, chat_template: str | None = None) -> Path:
