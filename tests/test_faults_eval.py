@@ -355,3 +355,52 @@ def test_every_json_the_run_wrote_is_strict_and_round_trips(base):
         for text in texts:
             obj = json.loads(text, parse_constant=refuse)
             assert json.loads(json.dumps(obj, allow_nan=False)) == obj, path
+
+
+# --- the evaluator's own logs are checked like a user's file; read-only files refuse the run before any write -------
+
+
+@pytest.mark.parametrize(("log", "field", "value", "message"), [
+    ("responses.jsonl", "reward", True, "has a non-numeric reward True"),
+    ("responses.jsonl", "reward", "abc", "has a non-numeric reward 'abc'"),
+    ("responses.jsonl", "reward", None, "has a non-numeric reward None"),
+    ("responses.jsonl", "reward", {"x": 1}, "has a non-numeric reward {'x': 1}"),
+    ("responses.jsonl", "reward", "-1.5", "has a non-numeric reward '-1.5'"),
+    ("responses.jsonl", "reward", "nan", "has a non-numeric reward 'nan'"),
+    ("responses.jsonl", "reward", float("nan"), "has reward nan; NaN/infinite rewards must be re-scored"),
+    ("responses.jsonl", "reward", 1e300, "has reward 1e+300, beyond +-1e+06"),
+    ("responses.jsonl", "rewards", {"reward": "1"}, "has a non-numeric rewards['reward'] '1'"),
+    ("responses.jsonl", "category", "other", "has category 'other'"),
+    ("generations.jsonl", "prompt_id", True, "has prompt_id True"),
+    ("generations.jsonl", "response", 5, "has a non-text response 5"),
+    ("generations.jsonl", "n_new_tokens", -1, "has n_new_tokens -1"),
+    ("generations.jsonl", "model", None, "has a non-text model None"),
+])
+def test_an_edited_log_record_is_refused_naming_file_and_line(run_copy, capsys, log, field, value, message):
+    folder, argv = run_copy
+    path = folder / log
+    lines = path.read_text().splitlines(keepends=True)
+    record = json.loads(lines[2])
+    record[field] = value
+    lines[2] = json.dumps(record) + "\n"  # json.dumps writes NaN as the bare NaN that Python's reader accepts
+    path.write_text("".join(lines))
+    line = assert_refused(argv, capsys, folder, f"{path}:3 {message}")
+    assert "fix or delete that line" in line
+
+
+def test_a_read_only_file_refuses_the_run_before_run_json_is_rewritten(run_copy, tiny_models, capsys):
+    folder, argv = run_copy
+    (folder / "report.md").chmod(0o444)  # the last file the run writes: everything before it must not be touched
+    argv = _set(argv, "--models", f"tiny={tiny_models.policy}", f"more={tiny_models.policy}")  # a new model
+    assert_refused(argv, capsys, folder, "holds 'report.md', a read-only file the run would replace")
+
+
+def test_a_read_only_folder_is_called_a_folder(tmp_path, capsys):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        assert_refused(["--prompt_set", "demo", "--prompts_only", "--out", str(folder)], capsys, folder,
+                       "is a read-only folder")
+    finally:
+        folder.chmod(0o755)

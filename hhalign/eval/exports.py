@@ -19,9 +19,10 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..files import read_log, write_json, write_jsonl
+from ..files import write_json, write_jsonl
 from ..protocol import model_input
 from .metrics import Thresholds, passes
+from .records import read_run_log
 from .schema import FILES, Metrics, Settings
 
 EXPORTS_DIR = "exports"
@@ -173,7 +174,7 @@ def alpaca_outputs(model: str, samples: dict[str, list[dict]], settings: Setting
 def write_exports(run_dir: str | Path, metrics: Metrics) -> dict[str, list[Path]]:
     """Write every model's lm-eval and AlpacaEval files under ``run_dir/exports/<model>/``; returns them by model."""
     run_dir = Path(run_dir)
-    records = read_log(run_dir / FILES["responses"])
+    records = read_run_log(run_dir / FILES["responses"])
     thresholds = Thresholds(**{k: v for k, v in metrics.settings.thresholds.items() if k in ("harmless", "helpful")})
     ts = file_timestamp(metrics.settings.created)
     written: dict[str, list[Path]] = {}

@@ -105,7 +105,7 @@ def resolve_results_source(source: str | Path) -> Path:
 
 def load_results(folder: str | Path) -> Results:
     """Read ``metrics.json`` and ``responses.jsonl`` written by ``batch/eval.py`` (or a results dataset)."""
-    from ..files import read_log as read_jsonl
+    from .records import read_run_log as read_jsonl
 
     path = resolve_results_source(folder)
     hint = "run python batch/eval.py --out DIR (or --demo) and point the Space at DIR with --results DIR"

@@ -17,7 +17,7 @@ from .. import data as hdata
 from ..engine.precision import MODE_GUARANTEES, apply_mode
 from ..env import provenance
 from ..errors import HHAlignError
-from ..files import JsonlWriter, check_writable, read_json, read_log, write_json, write_jsonl, write_text
+from ..files import JsonlWriter, check_writable, read_json, write_json, write_jsonl, write_text
 from ..fmt import pct
 from ..refs import DEFAULT_REWARD_MODEL, ModelRef, parse_model_refs
 from .config import EvalConfig
@@ -25,7 +25,7 @@ from .judges import JudgeResult, judge_blocks, offline_judges, relabel
 from .metrics import summarize
 from .panel import Panel
 from .parallel import current_shard
-from .records import check_unique, load_records
+from .records import check_unique, load_records, read_run_log
 from .rundir import (
     check_folder,
     imported_fingerprint,
@@ -137,7 +137,7 @@ def _run(cfg: EvalConfig, held: ExitStack) -> dict:
         return {}
     wanted = {r.name for r in refs}
     ids = {p.prompt_id for p in prompts}
-    records = [r for r in read_log(out / FILES["responses"]) if r["model"] in wanted and r["prompt_id"] in ids]
+    records = [r for r in read_run_log(out / FILES["responses"]) if r["model"] in wanted and r["prompt_id"] in ids]
     check_unique(records, str(out / FILES["responses"]))
     order = {r.name: i for i, r in enumerate(refs)}
     records.sort(key=lambda r: order[r["model"]])
@@ -180,7 +180,7 @@ def generate_all(cfg: EvalConfig, out: Path, prompts: list[hdata.EvalPrompt], re
     from ..loading import load_policy
 
     gen_path = out / FILES["generations"]
-    done = {(r["model"], r["prompt_id"]): r for r in read_log(gen_path)}
+    done = {(r["model"], r["prompt_id"]): r for r in read_run_log(gen_path)}
     info: dict = {}
     with JsonlWriter(gen_path) as writer:
         for ref in refs:
@@ -245,10 +245,10 @@ def score_all(cfg: EvalConfig, out: Path, prompts: list[hdata.EvalPrompt], refs:
     """Score every generated response that has no reward yet with every judge, appending each chunk to
     responses.jsonl; returns the judges as used (loaded, checked, with their thresholds)."""
     resp_path = out / FILES["responses"]
-    scored = {(r["model"], r["prompt_id"]) for r in read_log(resp_path)}
+    scored = {(r["model"], r["prompt_id"]) for r in read_run_log(resp_path)}
     wanted = {r.name for r in refs}
     ids = {p.prompt_id for p in prompts}
-    todo = [g for g in read_log(out / FILES["generations"])
+    todo = [g for g in read_run_log(out / FILES["generations"])
             if g["model"] in wanted and g["prompt_id"] in ids and (g["model"], g["prompt_id"]) not in scored]
     state_path = out / FILES["run"]
     state = read_json(state_path, "run state", "delete the folder's run.json only if you mean to restart the run")

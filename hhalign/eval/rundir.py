@@ -17,10 +17,11 @@ from pathlib import Path
 
 from .. import data as hdata
 from ..errors import HHAlignError
-from ..files import read_json, read_log, repair_torn_tail, write_json, write_jsonl
+from ..files import check_files_writable, read_json, repair_torn_tail, write_json, write_jsonl
 from ..refs import ModelRef
 from .config import EvalConfig
 from .judges import judges_fingerprint
+from .records import read_run_log
 from .schema import FILES
 
 logger = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ def describe_change(key: str, old: Mapping, new: Mapping, old_options: Mapping, 
 
 def _recorded(out: Path) -> dict[str, set[str]]:
     """Model names with records in each log (complete lines only)."""
-    return {name: {str(r.get("model")) for r in read_log(out / FILES[name])} for name in LOGS}
+    return {name: {str(r.get("model")) for r in read_run_log(out / FILES[name])} for name in LOGS}
 
 
 def check_folder(out: Path, fingerprint: dict, options: dict, refs: Sequence[ModelRef] = (),
@@ -148,6 +149,7 @@ def check_folder(out: Path, fingerprint: dict, options: dict, refs: Sequence[Mod
     A folder without records takes new settings (a run that failed before its first record lost nothing); one with
     generations but no scores takes a new reward model. ``only`` limits the comparison to those keys.
     """
+    check_files_writable(out, skip=("models",))  # the demo's built models are read, never replaced
     state = read_state(out)
     recorded = _recorded(out) if out.is_dir() else {name: set() for name in LOGS}
     if state is None:

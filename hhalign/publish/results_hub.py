@@ -27,6 +27,7 @@ from typing import Any
 
 from ..errors import HHAlignError
 from ..eval.exports import ALPACA_FILE, EXPORTS_DIR, file_timestamp, folder_name, write_exports
+from ..eval.records import log_check, read_run_log
 from ..eval.schema import FILES, METRIC_KEYS, Metrics, load_metrics
 from ..files import ASSETS_DIR, read_json, read_log, write_json, write_jsonl, write_text
 from ..fmt import with_ci
@@ -82,7 +83,7 @@ def stage_results(run_dir: str | Path, repo_id: str, staging: str | Path, existi
     out = prepare_staging(staging)
     (out / METRICS_DIR).mkdir()
     shutil.copy2(run_dir / FILES["metrics"], out / METRICS_DIR / f"metrics_{ts}.json")
-    records = read_log(run_dir / FILES["responses"])
+    records = read_run_log(run_dir / FILES["responses"])
     for model in metrics.models:
         folder = out / folder_name(model)
         folder.mkdir()
@@ -210,7 +211,7 @@ def results_folder(source: str | Path, cache_dir: str | Path | None = None) -> P
         if not path.is_file():
             raise HHAlignError(f"results dataset {text!r} lacks {path.relative_to(folder)} for model {model!r} of "
                                f"{latest.name}: push the evaluation again")
-        records += read_log(path)
+        records += read_log(path, log_check("responses"))
     write_jsonl(out / FILES["responses"], records)
     write_text(out / FILES["metrics"], latest.read_text(encoding="utf-8"))
     return out
