@@ -112,8 +112,9 @@ def test_a_missing_config_file_is_one_line(command, here, capsys):
     (["sft", "--output_dir", "o", "--merge_adapter"], "--merge_adapter does nothing without --push_to_hub"),
     (["dpo", "--output_dir", "o", "--metrics_json", "m.json"], "--metrics_json does nothing without --push_to_hub"),
     # missing files
-    (["eval", "--prompt_set", "prompts/mine.jsonl", "--models", "a=./m"], "prompts file 'prompts/mine.jsonl' does "
-                                                                           "not exist"),
+    (["eval", "--prompt_set", "prompts/mine.jsonl", "--prompts_only"], "prompts file 'prompts/mine.jsonl' does "
+                                                                         "not exist"),
+    (["eval", "--prompt_set", "prompts/mine.jsonl", "--models", "a=./m"], "model folder './m' does not exist"),
     (["eval", "--from_responses", "nope.jsonl"], "--from_responses 'nope.jsonl' does not exist"),
     (["eval", "--models", "m=./no-model", "--prompt_set", "demo", "--reward_model", "./no-model"],
      "model folder './no-model' does not exist"),

@@ -404,3 +404,38 @@ def test_a_read_only_folder_is_called_a_folder(tmp_path, capsys):
                        "is a read-only folder")
     finally:
         folder.chmod(0o755)
+
+
+# --- every model is found first: an unknown id is named at once and nothing is created ------------------------------
+
+
+@pytest.mark.parametrize("extra", [[], ["--prompt_set", "demo", "--judge_check", "0"]])
+def test_an_unknown_model_offline_is_named_first_and_creates_nothing(tmp_path, extra):
+    import time
+
+    out = tmp_path / "new" / "run"
+    env = {**{k: v for k, v in os.environ.items() if k != "TRANSFORMERS_OFFLINE"}, "HF_HUB_OFFLINE": "1",
+           "HF_HOME": str(tmp_path / "hf")}  # an empty cache
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "hhalign", "eval", "--models", "nobody/no-such-model", *extra,
+                           "--out", str(out)], capture_output=True, text=True, env=env, timeout=120)
+    took = time.monotonic() - start
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    # named before the dataset (the default prompt set would need the Hub's HH-RLHF) and before any folder
+    assert lines[0].startswith("error: model 'nobody/no-such-model' is not in the local Hugging Face cache and "
+                               "HF_HUB_OFFLINE=1 is set"), lines[0]
+    assert not (tmp_path / "new").exists()
+    assert took < 30, f"{took:.1f} s"  # the import and one cache lookup: seconds (was 28-77 s)
+
+
+def test_the_offline_hint_says_what_is_set(tmp_path, capsys, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # offline mode on without the variable
+    line = assert_refused(["--models", "nobody/no-such-model", *FAST, "--out", str(tmp_path / "o")], capsys, tmp_path,
+                          "model 'nobody/no-such-model' is not in the local Hugging Face cache")
+    assert "unset HF_HUB_OFFLINE" not in line and "HF_HUB_OFFLINE=" not in line, line
+    assert "offline mode is on" in line

@@ -98,6 +98,15 @@ def _run(cfg: EvalConfig, held: ExitStack) -> dict:
         out = held.enter_context(open_run(cfg.out, imported_fingerprint(cfg), options))
         return finish(cfg, out, records, settings)
     demo = cfg.demo
+    from ..loading import find_model
+
+    # Every model and judge the user named is found first (a Hub id: one metadata request, or the cache offline),
+    # before the dataset, the folder or the judge check are touched; the demo's own models are built later.
+    given = [] if demo or cfg.prompts_only else parse_model_refs(cfg.models)
+    if not cfg.prompts_only and (not demo or cfg.reward_model != [DEFAULT_REWARD_MODEL]):
+        given += parse_model_refs(cfg.reward_model)
+    for ref in given:
+        find_model(ref)
     if demo:
         cfg = demo_config(cfg, Path(cfg.out).expanduser())
     prompts = load_prompts(cfg)
@@ -110,8 +119,6 @@ def _run(cfg: EvalConfig, held: ExitStack) -> dict:
     from ..loading import resolve_device
 
     refs = parse_model_refs(cfg.models)
-    from ..loading import find_model
-
     device = resolve_device(cfg.device)
     fingerprint = run_fingerprint(cfg, prompts, device)
     if demo:  # checked before the demo's models are built into the folder
@@ -119,8 +126,10 @@ def _run(cfg: EvalConfig, held: ExitStack) -> dict:
         logger.info(
             "demo: tiny untrained models built offline; their scores are meaningless (this shows the pipeline only)")
         build_demo_models(Path(cfg.out).expanduser())
+    found = {str(r) for r in given}
     for ref in [*refs, *parse_model_refs(cfg.reward_model)]:
-        find_model(ref)  # every model must be found before anything is written
+        if str(ref) not in found:  # the demo's models, once built
+            find_model(ref)
     if cfg.backend == "vllm":
         check_vllm(refs)
     panel = Panel(cfg, device)  # reads the judge check's pairs: a missing dataset fails before any write
