@@ -48,6 +48,12 @@ def test_a_misspelled_flag_suggests_the_right_one(command, here, capsys):
     assert f"see hhalign {command} --help" in line
 
 
+@pytest.mark.parametrize(("typo", "right"), [("ouf", "out"), ("oot", "out"), ("uot", "out"), ("limt", "limit")])
+def test_a_one_letter_typo_of_a_short_flag_suggests_it(typo, right, here, capsys):
+    line = error_line(["eval", f"--{typo}", "X"], capsys, here)
+    assert f"unknown option(s) '{typo}' (did you mean '{right}'?)" in line
+
+
 @pytest.mark.parametrize("command", COMMAND_NAMES)
 def test_bad_yaml_names_the_line(command, here, capsys):
     line = error_line([command, "--config", "bad.yaml"], capsys, here)

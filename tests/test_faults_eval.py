@@ -439,3 +439,82 @@ def test_the_offline_hint_says_what_is_set(tmp_path, capsys, monkeypatch):
                           "model 'nobody/no-such-model' is not in the local Hugging Face cache")
     assert "unset HF_HUB_OFFLINE" not in line and "HF_HUB_OFFLINE=" not in line, line
     assert "offline mode is on" in line
+
+
+# --- a folder is the run that ran: any spelling of its path resumes it; reruns leave no debris -----------------------
+
+DEMO_FAST = ["--demo", "--limit", "2", "--max_new_tokens", "4", "--n_bootstrap", "50", "--batch_size", "2"]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """A finished small demo in ``real/run`` and a symlink ``link`` to ``real``."""
+    import torch
+
+    root = tmp_path_factory.mktemp("demo-spellings")
+    (root / "real").mkdir()
+    (root / "link").symlink_to(root / "real")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert cli_run(evaluate, [EvalConfig], [*DEMO_FAST, "--out", str(root / "real" / "run")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return root
+
+
+def test_the_demo_records_the_models_that_ran(demo_run):
+    state = json.loads((demo_run / "real" / "run" / "run.json").read_text())
+    models = demo_run.resolve() / "real" / "run" / "models"
+    assert state["options"]["models"] == [f"tiny={models / 'policy'}", f"tiny_lora={models / 'policy-lora'}"]
+    assert state["options"]["reward_model"] == [str(models / "reward")] and state["options"]["prompt_set"] == "demo"
+    assert state["models"] == {"tiny": f"tiny={models / 'policy'}", "tiny_lora": f"tiny_lora={models / 'policy-lora'}"}
+
+
+@pytest.mark.parametrize("spelling", ["symlink", "absolute", "relative from another folder"])
+def test_a_demo_folder_resumes_under_any_spelling_of_its_path(demo_run, capsys, monkeypatch, spelling):
+    # Resuming a finished demo leaves its records as they are, so every case works on the module's one folder.
+    (demo_run / "elsewhere").mkdir(exist_ok=True)
+    if spelling == "symlink":
+        out = str(demo_run / "link" / "run")
+    elif spelling == "absolute":
+        out = str(demo_run / "real" / "run")
+    else:
+        monkeypatch.chdir(demo_run / "elsewhere")
+        out = "../real/run"
+    gens = (demo_run / "real" / "run" / "generations.jsonl").read_bytes()
+    code, err = cli([*DEMO_FAST, "--out", out], capsys)
+    assert code == 0, err
+    assert (demo_run / "real" / "run" / "generations.jsonl").read_bytes() == gens  # resumed: nothing made again
+
+
+def test_a_rerun_replaces_its_exports_and_removes_stale_temporaries(run_copy, capsys):
+    folder, argv = run_copy
+    exports = folder / "exports" / "tiny"
+    for path in [*exports.glob("results_*.json"), *exports.glob("samples_*.jsonl")]:  # as an earlier run left them
+        stem, _, rest = path.name.partition("_20")
+        path.rename(exports / f"{stem}_2001-01-01T00-00-00{rest[rest.index('.'):]}")
+    stale = [folder / ".rates.png.k1ll3d.tmp", folder / ".metrics.json.x8y.tmp", exports / ".model_outputs.json.q.tmp"]
+    for path in stale:
+        path.write_bytes(b"half")
+    code, err = cli(argv, capsys)
+    assert code == 0, err
+    created = json.loads((folder / "metrics.json").read_text())["settings"]["created"]
+    for model in ("tiny", "lora"):
+        names = sorted(p.name for p in (folder / "exports" / model).iterdir())
+        assert len([n for n in names if n.startswith("results_")]) == 1, names
+        assert len([n for n in names if n.startswith("samples_")]) == 2, names
+        assert not [n for n in names if "2001-01-01" in n], names
+        assert [n for n in names if n.startswith("results_")][0][8:21] == created[:13], (names, created)
+    assert not [p for p in stale if p.exists()]
+
+
+def test_a_killed_demo_build_is_removed_on_the_next_run(demo_run, capsys):
+    models = demo_run / "real" / "run" / "models"
+    (models / ".tiny-build-k1ll3d").mkdir()  # a kill before anything was built
+    (models / ".tiny-build-half" / "policy").mkdir(parents=True)
+    (models / ".tiny-build-half" / "policy" / "config.json").write_text("{")
+    (models / ".adapter-cut").mkdir()
+    code, err = cli([*DEMO_FAST, "--out", str(demo_run / "real" / "run")], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in models.iterdir()) == ["policy", "policy-lora", "reward"]

@@ -187,5 +187,9 @@ def write_exports(run_dir: str | Path, metrics: Metrics) -> dict[str, list[Path]
         paths = [write_json(folder / f"results_{ts}.json", lm_eval_results(model, samples, metrics))]
         paths += [write_jsonl(folder / f"samples_{TASKS[c][0]}_{ts}.jsonl", rows) for c, rows in samples.items()]
         paths.append(write_json(folder / ALPACA_FILE, alpaca_outputs(model, samples, metrics.settings)))
+        # A rerun replaces its own exports: earlier evaluations' timestamped files go once the new ones are written.
+        for old in [*folder.glob("results_*.json"), *folder.glob("samples_*.jsonl")]:
+            if old not in paths:
+                old.unlink(missing_ok=True)
         written[model] = paths
     return written

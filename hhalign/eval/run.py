@@ -50,7 +50,7 @@ def _bar(total: int, desc: str):
 def demo_config(cfg: EvalConfig, out: Path) -> EvalConfig:
     """The config pointed at the tiny models under ``out/models`` (built by :func:`build_demo_models`) and the
     project's demo prompts."""
-    models = out / "models"
+    models = out.resolve() / "models"  # the folder's real path: it resumes under any spelling of --out
     # Reward models given on the command line are kept (e.g. several tiny judges); the judge check reads the shipped
     # demo pairs unless --judge_dataset names others.
     judges = cfg.reward_model if cfg.reward_model != [DEFAULT_REWARD_MODEL] else [str(models / "reward")]
@@ -61,10 +61,21 @@ def demo_config(cfg: EvalConfig, out: Path) -> EvalConfig:
 
 
 def build_demo_models(out: Path) -> None:
-    from ..testing.tiny import build_tiny, build_tiny_adapter
+    """Build the demo's tiny models into ``out/models`` under the folder's lock, first removing the staging folders
+    of a build that was killed (``.tiny-build-*``, ``.adapter-*``); a finished build is kept."""
+    import shutil
 
-    tiny = build_tiny(out / "models")
-    build_tiny_adapter(tiny.policy, out / "models" / "policy-lora")
+    from ..testing.tiny import build_tiny, build_tiny_adapter
+    from .rundir import lock, prepare_out
+
+    prepare_out(out)
+    with lock(out):
+        models = out / "models"
+        for stale in [*models.glob(".tiny-build-*"), *models.glob(".adapter-*")]:
+            shutil.rmtree(stale, ignore_errors=True)
+            logger.info(f"removed {stale}, a model build a killed run left")
+        tiny = build_tiny(models)
+        build_tiny_adapter(tiny.policy, models / "policy-lora")
 
 
 def load_prompts(cfg: EvalConfig) -> list[hdata.EvalPrompt]:
@@ -109,6 +120,7 @@ def _run(cfg: EvalConfig, held: ExitStack) -> dict:
         find_model(ref)
     if demo:
         cfg = demo_config(cfg, Path(cfg.out).expanduser())
+        options = {**user_options(cfg), "demo": True}  # the models and judge that run, not the defaults
     prompts = load_prompts(cfg)
     if cfg.prompts_only:
         out = held.enter_context(open_run(cfg.out, {"prompts_sha256": prompts_digest(prompts)}, options,
