@@ -4,7 +4,9 @@ calls, and the registry entry read back from the card that was uploaded."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +85,61 @@ def prepare_staging(path: str | Path, marker: str = STAGING_MARKER, made_by: str
     return out
 
 
+# The largest file an upload stages by default, in MB (10**6 bytes): results, reports and the Space's code are far
+# smaller; a bigger file there is a mistake (a model, a dump, a sparse file) rather than something to publish.
+MAX_FILE_MB = 50.0
+
+
+def _name_problem(name: str) -> str | None:
+    bad = [c for c in name if ord(c) < 32 or ord(c) == 127]
+    return f"its name holds the control character {bad[0]!r}" if bad else None
+
+
+def copy_for_upload(src: str | Path, dst: str | Path, label: str | None = None, max_mb: float | None = MAX_FILE_MB,
+                    option: str = "--max_file_mb") -> bool:
+    """Copy one file into a staging folder after the checks every upload makes; False (with a warning) for what is
+    never staged: a symbolic link or anything but a regular file. Refused (an error naming ``label``): a name with a
+    control character, a file with more than one hard link (the same inode may be any file on this machine, such as
+    /etc/passwd), a file over ``max_mb`` MB (None: no cap, e.g. model weights). The checks and the copy use one open
+    file, so the file cannot be swapped between them."""
+    src, dst = Path(src), Path(dst)
+    label = label or src.name
+    problem = _name_problem(str(label))
+    if problem:
+        raise HHAlignError(f"refusing to stage {label!r}: {problem}; rename the file")
+    try:
+        fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if os.path.islink(src):
+            logger.warning(f"not uploading {label}: it is a symbolic link (copy the file itself there to publish it)")
+            return False
+        raise HHAlignError(f"cannot read {str(src)!r} ({exc.strerror}) to stage it") from None
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            logger.warning(f"not uploading {label}: it is not a regular file")
+            return False
+        if info.st_nlink > 1:
+            raise HHAlignError(f"refusing to stage {label!r}: it has {info.st_nlink} hard links, so it may be another "
+                               "file on this machine; copy it (cp, not ln) if it is meant to be published")
+        if max_mb is not None and info.st_size > max_mb * 1e6:
+            raise HHAlignError(f"refusing to stage {label!r}: {info.st_size / 1e6:.1f} MB is over the {max_mb:g} MB "
+                               f"cap; leave it out, or raise {option}")
+        with open(dst, "wb") as out:
+            shutil.copyfileobj(fh, out, 1 << 20)
+    os.chmod(dst, 0o644)
+    os.utime(dst, ns=(info.st_atime_ns, info.st_mtime_ns))
+    return True
+
+
+def check_staged(folder: Path, token: str | None = None, marker: str = STAGING_MARKER) -> list[str]:
+    """The checks an upload of a staged folder makes (the same with --dry_run): no file holds a token; returns the
+    files."""
+    files = staged_files(folder, marker)
+    check_no_secrets([folder / f for f in files], folder, known_tokens(token))
+    return files
+
+
 def staged_files(folder: Path, marker: str = STAGING_MARKER) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != marker)
 
@@ -105,11 +162,7 @@ def stage_checkpoint(checkpoint: str | Path, staging: str | Path, *, base_model_
     for item in sorted(src.iterdir()):
         if not STAGE_FILES.match(item.name) or item.is_dir():
             continue
-        if item.is_symlink():
-            logger.warning(f"not uploading {item.name}: it is a symbolic link (copy the file itself there to "
-                           "publish it)")
-            continue
-        shutil.copy2(item, dst / item.name)
+        copy_for_upload(item, dst / item.name, max_mb=None)  # weights are large by nature: no size cap
     adapter_cfg = dst / "adapter_config.json"
     if adapter_cfg.exists():
         cfg = read_json(adapter_cfg, "adapter config", "restore the adapter's adapter_config.json")
@@ -177,6 +230,7 @@ def push_checkpoint(checkpoint: str | Path, hub_model_id: str, *, token: str | N
         result = {"repo_id": hub_model_id, "files": files, "metrics_json": str(metrics_json) if metrics_json else None,
                   "metrics_model": metrics_model, "card_metrics": card_metrics, "results": results_url}
         if dry_run:
+            check_staged(staged, token)  # what the upload would refuse, the dry run refuses
             logger.info(f"dry run: {len(files)} files staged for {hub_model_id} in {staged}")
             return {**result, "staging": str(staged), "dry_run": True}
         result.update(upload_repo(staged, hub_model_id, "model", token, private,
@@ -200,7 +254,7 @@ def upload_repo(folder: Path, repo_id: str, repo_type: str, token: str | None, p
     staged file is scanned for tokens first."""
     from huggingface_hub import HfApi
 
-    check_no_secrets([folder / f for f in staged_files(folder)], folder, known_tokens(token))
+    check_staged(folder, token)
     api = api or HfApi(token=token)
     try:
         if create:
