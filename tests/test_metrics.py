@@ -1,6 +1,7 @@
 """HmR/HpR/CAS, intervals, paired tests and the reproduction of the study's Table 1."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -195,3 +196,17 @@ def test_claims_recomputed_from_the_studys_ratings(study_responses, tmp_path):
                 if isinstance(test, dict):
                     test.pop("p_holm", None)
     assert claims(old) == sentences
+
+
+def test_the_readmes_study_summary_and_detectable_differences_are_generated(study_responses):
+    """README.md's summary of the study's ratings and its table of detectable differences are exactly what
+    ``hhalign.eval.readme`` generates from ``--from_responses`` on the published ratings: no hand-written verdict."""
+    from hhalign.eval.readme import blocks, readme_blocks
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    held = readme_blocks(readme)
+    assert set(held) == {"study-claims", "detectable-differences"}
+    assert held == blocks(study_responses), "regenerate: python -m hhalign.eval.readme --responses DIR README.md"
+    section = readme[readme.index("**What the study's own ratings show.**"):readme.index("## Reliability")]
+    outside = section.replace(held["study-claims"], "")
+    assert "supported on" not in outside and "best on all metrics" not in outside  # no verdict outside the block
