@@ -8,7 +8,7 @@ Bootstrap intervals are seeded 95% percentile intervals, resampling items (pairs
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -90,6 +90,29 @@ def holm(p_values: Sequence[float]) -> list[float]:
     adjusted = np.empty(m)
     adjusted[order] = np.minimum(stepped, 1.0)
     return [float(v) for v in adjusted]
+
+
+# The family-wise level every test and claim is judged at.
+ALPHA = 0.05
+
+
+def tests_of(comparisons: Sequence[Mapping]) -> list[tuple[Mapping, str, str, Mapping]]:
+    """Every test in ``comparisons`` as (comparison, category, metric key, test), in a fixed order."""
+    found = []
+    for c in comparisons:
+        for category, metric in (("harmful", "HmR"), ("helpful", "HpR")):
+            if category in c:
+                found += [(c, category, key, c[category][key]) for key in (metric, "mean_reward")]
+    return found
+
+
+def add_holm(comparisons: list[dict], alpha: float = ALPHA) -> list[dict]:
+    """Put ``p_holm`` and ``significant_holm`` beside every ``p_value``: Holm's correction over all these tests."""
+    tests = tests_of(comparisons)
+    for (_, _, _, test), adjusted in zip(tests, holm([t["p_value"] for *_, t in tests])):
+        test["p_holm"] = adjusted
+        test["significant_holm"] = adjusted < alpha
+    return comparisons
 
 
 # --- power: smallest detectable differences ---------------------------------------------------------------------

@@ -30,7 +30,8 @@ from ..eval.records import log_check, read_run_log
 from ..eval.schema import FILES, METRIC_KEYS, Metrics, load_metrics
 from ..files import ASSETS_DIR, read_json, read_log, write_json, write_jsonl, write_text
 from ..fmt import with_ci
-from .hub import (
+from .sources import prompt_source
+from .staging import (
     check_push,
     check_repo_id,
     check_staged,
@@ -40,7 +41,6 @@ from .hub import (
     staged_files,
     upload_repo,
 )
-from .sources import prompt_source
 
 logger = logging.getLogger(__name__)
 

@@ -133,7 +133,7 @@ class Staged:
 
 
 def _prepare(out: Path) -> None:
-    from ..publish.hub import prepare_staging
+    from ..publish.staging import prepare_staging
 
     prepare_staging(out, MARKER, "space/deploy.py")
 
@@ -188,7 +188,7 @@ def stage(out_dir: str | Path, results: str | Path | None = None, space_dir: Pat
     (:func:`package_files`) as hhalign/, and results/; every file through the upload checks
     (:func:`hhalign.publish.hub.copy_for_upload`: regular files only, no hard links, no control characters in
     names, at most ``max_file_mb`` MB)."""
-    from ..publish.hub import copy_for_upload
+    from ..publish.staging import copy_for_upload
 
     out = Path(out_dir).expanduser().resolve()
     res = Path(results).expanduser() if results else None
