@@ -450,3 +450,22 @@ def test_spearman_ci_bootstraps_ranks_not_values():
     x = np.arange(1.0, 21.0)
     out = st.spearman_ci(x, x**3, n_boot=500, seed=1)
     assert out["rho"] == pytest.approx(1.0) and out["ci95"] == pytest.approx([1.0, 1.0], abs=1e-12)
+
+
+def test_boundaries_the_mutation_run_found_untested():
+    # ties at the threshold: chosen counts as good at >=, rejected as bad only below
+    assert st.balanced_accuracy([0.0], [0.0], 0.0) == 0.5
+    assert st.balanced_accuracy([0.0, 1.0], [-1.0, 0.0], 0.0) == 0.75
+    # a best cut that is exactly a coin flip (balanced accuracy 0.5) is refused, not returned
+    with pytest.raises(HHAlignError, match="better than chance"):
+        st.calibrate_threshold([0.0, 1.0], [0.0, 1.0])
+    # the largest possible difference (every discordant pair won by one side) is allowed and always detected
+    assert st.mcnemar_exact_power(2, 1.0, 1.0, 0.6) == pytest.approx(1.0)
+    assert st.mcnemar_exact_power(50, 0.3, 0.2) == st.mcnemar_exact_power(50, 0.3, 0.2, 0.05)  # the default level
+    for bad in ((50, 1.5, 0.1), (50, 0.3, 0.31), (50, 0.0, 0.0)):
+        with pytest.raises(HHAlignError, match="p_discordant"):
+            st.mcnemar_exact_power(*bad)
+    with pytest.raises(HHAlignError, match="alpha must be in"):
+        st.min_detectable_difference_mcnemar_exact(50, 0.3, alpha=1.0)
+    with pytest.raises(HHAlignError, match="p_discordant"):
+        st.min_detectable_difference_mcnemar_exact(50, 1.5)
