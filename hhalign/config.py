@@ -126,9 +126,23 @@ def did_you_mean(names: Sequence[str], known: Sequence[str]) -> str:
     """``'x' (did you mean 'y'?)`` for each unknown name."""
     parts = []
     for name in names:
-        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.7)
+        # Short names are far apart by difflib's ratio after one typo ('ouf' vs 'out' is 0.67): one edit also counts.
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.7) or [
+            k for k in sorted(known) if _one_edit(name, k)][:1]
         parts.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
     return ", ".join(parts)
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """Whether ``a`` becomes ``b`` by one substitution, insertion, deletion or swap of neighbours."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]]
+                                  and a[diff[1]] == b[diff[0]])
+    short, long = sorted((a, b), key=len)
+    return any(long[:i] + long[i + 1:] == short for i in range(len(long)))
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

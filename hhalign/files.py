@@ -10,8 +10,9 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -63,10 +64,46 @@ def check_writable(out: str | Path, option: str = "--out") -> Path:
     """Refuse, reading only, an output folder that cannot become a writable folder (a file, or under one)."""
     path = Path(out).expanduser()
     existing = next(p for p in [path, *path.parents] if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        why = "is a file" if existing == path else f"lies under {str(existing)!r}, which is not a writable folder"
+    if not existing.is_dir() or not writable(existing):
+        if existing != path:
+            why = f"lies under {str(existing)!r}, which is not a writable folder"
+        else:
+            why = "is a read-only folder" if existing.is_dir() else "is a file"
         raise HHAlignError(f"{option} {str(out)!r} is not writable ({why}): choose another folder")
     return path
+
+
+def writable(path: Path) -> bool:
+    """Whether hhalign may change ``path``: the system allows it and its owner's write bit is set (root may write
+    anywhere, but a file its owner marked read-only is still not ours to replace)."""
+    try:
+        mode = path.lstat().st_mode
+    except OSError:
+        return False
+    need = os.W_OK | (os.X_OK if stat.S_ISDIR(mode) else 0)
+    return bool(mode & stat.S_IWUSR) and os.access(path, need, follow_symlinks=False)
+
+
+def check_files_writable(folder: Path, option: str = "--out", skip: Sequence[str] = ()) -> None:
+    """Refuse, reading only, a folder holding a file or folder the run may replace or append to that is read-only
+    (every entry except the top-level names in ``skip``), so that a run is refused before it writes anything."""
+    if not folder.is_dir():
+        return
+    entries = [folder]
+    for entry in sorted(folder.iterdir()):
+        if entry.name in skip:
+            continue
+        entries.append(entry)
+        if entry.is_dir() and not entry.is_symlink():
+            entries += sorted(entry.rglob("*"))
+    for entry in entries:
+        if not writable(entry):
+            fix = f"make it writable (chmod u+w) or use a new {option} folder"
+            if entry == folder:
+                raise HHAlignError(f"{option} {str(folder)!r} is a read-only folder: {fix}")
+            kind = "folder" if entry.is_dir() else "file"
+            raise HHAlignError(f"{option} {str(folder)!r} holds {str(entry.relative_to(folder))!r}, a read-only "
+                               f"{kind} the run would replace: {fix}")
 
 
 def write_text(path: str | Path, text: str) -> Path:
@@ -132,11 +169,12 @@ def repair_torn_tail(path: str | Path) -> bool:
     return True
 
 
-def read_log(path: str | Path) -> list[dict]:
+def read_log(path: str | Path, check: Callable[[dict], str | None] | None = None) -> list[dict]:
     """Every complete record of one of the project's append-only JSONL logs.
 
     A torn last line (a killed write) is not a record; any other bad line means the log was edited or corrupted, which
-    is reported with its line number.
+    is reported with its line number. ``check`` says why a record cannot be used (None when it can): such a record is
+    an error naming the file and line too.
     """
     path = Path(path)
     if not path.exists():
@@ -155,6 +193,10 @@ def read_log(path: str | Path) -> list[dict]:
                                "that line (the run then redoes that record)") from None
         if not isinstance(obj, dict):
             raise HHAlignError(f"{path}:{lineno} is not a JSON object: fix or delete that line")
+        problem = check(obj) if check else None
+        if problem:
+            raise HHAlignError(f"{path}:{lineno} {problem}: the log was edited or damaged; fix or delete that line "
+                               "(the run then redoes that record)")
         records.append(obj)
     return records
 

@@ -4,6 +4,7 @@ one-logit reward model, their tokenizers, and a record of what was loaded for re
 from __future__ import annotations
 
 import json
+import os
 import struct
 import warnings
 from collections.abc import Iterator
@@ -76,12 +77,10 @@ def find_model(ref: ModelRef) -> None:
         if problem:
             raise HHAlignError(f"model folder {ref.ref!r} cannot be loaded: {problem}")
     elif _offline():
-        from huggingface_hub import try_to_load_from_cache
-
-        if not any(isinstance(try_to_load_from_cache(ref.ref, name, revision=ref.revision), str)
-                   for name in ("config.json", "adapter_config.json")):
+        if not _cached(ref):
             raise load_error(ref, OSError("offline"))
     else:
+        _check_on_hub(ref)
         return
     adapter = adapter_config(ref)
     if adapter is not None:
@@ -93,6 +92,45 @@ def find_model(ref: ModelRef) -> None:
         except HHAlignError as exc:
             raise HHAlignError(f"base model {base_id!r} of adapter {ref.ref!r} cannot be found ({exc}); fix "
                                "base_model_name_or_path in adapter_config.json") from None
+
+
+def _cached(ref: ModelRef) -> bool:
+    """Whether the local Hugging Face cache holds ``ref``'s config (a model's or an adapter's)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return any(isinstance(try_to_load_from_cache(ref.ref, name, revision=ref.revision), str)
+               for name in ("config.json", "adapter_config.json"))
+
+
+# Seconds to wait for the Hub when checking that a model exists (one metadata request, before anything is written).
+HUB_CHECK_TIMEOUT = 10
+
+
+def _check_on_hub(ref: ModelRef) -> None:
+    """Online: one metadata request proves ``ref`` (and its revision) exists, so an unknown id is named at once
+    instead of after the dataset, the folder and the judge check; with no network, a cached copy is accepted."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        HfApi().model_info(ref.ref, revision=ref.revision, timeout=HUB_CHECK_TIMEOUT)
+    except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
+        raise load_error(ref, exc) from None
+    except Exception as exc:  # noqa: BLE001 - network errors come in many types; the cache may still serve
+        if not _cached(ref):
+            raise load_error(ref, OSError(f"offline: {type(exc).__name__}")) from None
+
+
+def offline_reason() -> str:
+    """Why the Hub is not reached, as it is: the variable that is set (and how to undo it), or the network."""
+    set_vars = [f"{name}={os.environ[name]}" for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+                if os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}]
+    if set_vars:
+        verb = "are set: unset them" if len(set_vars) > 1 else "is set: unset it"
+        return f"{' and '.join(set_vars)} {verb} to download it once"
+    if _offline():
+        return "huggingface_hub's offline mode is on: turn it off to download it once"
+    return "the Hub cannot be reached (no network?): download it once with network"
 
 
 def safetensors_problem(path: Path) -> str | None:
@@ -190,8 +228,8 @@ def load_error(ref: ModelRef, exc: BaseException) -> HHAlignError:
         problem = local_problem(Path(ref.path)) if Path(ref.path).is_dir() else "the folder does not exist"
         return HHAlignError(f"model folder {ref.ref!r} cannot be loaded: {problem or f'{type(exc).__name__}: {msg}'}")
     if _offline() or "offline" in low or "couldn't connect" in low or "cannot find the requested files" in low:
-        return HHAlignError(f"model {ref.ref!r} is not in the local Hugging Face cache and the Hub cannot be reached "
-                            "(offline): download it once with network, unset HF_HUB_OFFLINE, or pass a local folder")
+        return HHAlignError(f"model {ref.ref!r} is not in the local Hugging Face cache and {offline_reason()}, or "
+                            "pass a local folder")
     if "not a valid model identifier" in low or "repository not found" in low or "404" in low:
         return HHAlignError(f"model {ref.ref!r} was not found on the Hub: check the id (and --revision / @rev), "
                             "log in for private models, or pass a local folder")

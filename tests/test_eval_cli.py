@@ -138,8 +138,8 @@ def test_from_responses_reproduces_table1(study_responses, tmp_path, capsys):
     [
         (["--limit", "0"], "--limit must be a positive number"),
         (["--models", "/nonexistent/model/folder", "--prompt_set", "demo"], "does not exist"),
-        (["--prompt_set", "paper", "--dataset", "{tmp}"], "has no subset 'harmless-base'"),
-        (["--prompt_set", "{tmp}/empty.jsonl"], "no prompts"),
+        (["--prompt_set", "paper", "--dataset", "{tmp}", "--prompts_only"], "has no subset 'harmless-base'"),
+        (["--prompt_set", "{tmp}/empty.jsonl", "--prompts_only"], "no prompts"),
         (["--from_responses", "{tmp}/bad.json"], "non-numeric reward"),
         (["--from_responses", "{tmp}/nan.json"], "NaN/infinite"),
         (["--from_responses", "{tmp}/missing.json"], "lacks prompt_id, response, reward"),

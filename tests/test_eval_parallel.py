@@ -60,15 +60,19 @@ def test_two_processes_under_accelerate_launch_share_one_run(tiny_models, tiny_a
 
 
 def test_shards_merge_into_the_run_without_duplicates(tmp_path):
+    def rec(prompt_id: str, reward: float) -> dict:  # a whole responses.jsonl record: the logs are read checked
+        return {"model": "a", "category": "helpful", "prompt_id": prompt_id, "prompt": f"q {prompt_id}",
+                "response": "r", "reward": reward}
+
     out = tmp_path / "run"
     out.mkdir()
     write_json(out / "run.json", {"fingerprint": {}, "models": {}})
-    write_jsonl(out / "responses.jsonl", [{"model": "a", "prompt_id": "p1", "reward": 1.0}])
+    write_jsonl(out / "responses.jsonl", [rec("p1", 1.0)])
     write_jsonl(out / "generations.jsonl", [])
-    for index, rows in (("0", [{"model": "a", "prompt_id": "p1", "reward": 9.0},  # already in the run
-                               {"model": "a", "prompt_id": "p2", "reward": 2.0}]),
-                        ("1", [{"model": "a", "prompt_id": "p3", "reward": 3.0},
-                               {"model": "a", "prompt_id": "p2", "reward": 2.0}])):  # a killed run's repeat
+    for index, rows in (("0", [rec("p1", 9.0),  # already in the run
+                               rec("p2", 2.0)]),
+                        ("1", [rec("p3", 3.0),
+                               rec("p2", 2.0)])):  # a killed run's repeat
         (out / "shards" / index).mkdir(parents=True)
         write_jsonl(out / "shards" / index / "responses.jsonl", rows)
     write_json(out / "shards" / "0" / "run.json", {"judges": [{"name": "j"}], "reward_info": {"ref": "r"}})

@@ -48,6 +48,12 @@ def test_a_misspelled_flag_suggests_the_right_one(command, here, capsys):
     assert f"see hhalign {command} --help" in line
 
 
+@pytest.mark.parametrize(("typo", "right"), [("ouf", "out"), ("oot", "out"), ("uot", "out"), ("limt", "limit")])
+def test_a_one_letter_typo_of_a_short_flag_suggests_it(typo, right, here, capsys):
+    line = error_line(["eval", f"--{typo}", "X"], capsys, here)
+    assert f"unknown option(s) '{typo}' (did you mean '{right}'?)" in line
+
+
 @pytest.mark.parametrize("command", COMMAND_NAMES)
 def test_bad_yaml_names_the_line(command, here, capsys):
     line = error_line([command, "--config", "bad.yaml"], capsys, here)
@@ -112,8 +118,9 @@ def test_a_missing_config_file_is_one_line(command, here, capsys):
     (["sft", "--output_dir", "o", "--merge_adapter"], "--merge_adapter does nothing without --push_to_hub"),
     (["dpo", "--output_dir", "o", "--metrics_json", "m.json"], "--metrics_json does nothing without --push_to_hub"),
     # missing files
-    (["eval", "--prompt_set", "prompts/mine.jsonl", "--models", "a=./m"], "prompts file 'prompts/mine.jsonl' does "
-                                                                           "not exist"),
+    (["eval", "--prompt_set", "prompts/mine.jsonl", "--prompts_only"], "prompts file 'prompts/mine.jsonl' does "
+                                                                         "not exist"),
+    (["eval", "--prompt_set", "prompts/mine.jsonl", "--models", "a=./m"], "model folder './m' does not exist"),
     (["eval", "--from_responses", "nope.jsonl"], "--from_responses 'nope.jsonl' does not exist"),
     (["eval", "--models", "m=./no-model", "--prompt_set", "demo", "--reward_model", "./no-model"],
      "model folder './no-model' does not exist"),

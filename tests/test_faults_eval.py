@@ -355,3 +355,166 @@ def test_every_json_the_run_wrote_is_strict_and_round_trips(base):
         for text in texts:
             obj = json.loads(text, parse_constant=refuse)
             assert json.loads(json.dumps(obj, allow_nan=False)) == obj, path
+
+
+# --- the evaluator's own logs are checked like a user's file; read-only files refuse the run before any write -------
+
+
+@pytest.mark.parametrize(("log", "field", "value", "message"), [
+    ("responses.jsonl", "reward", True, "has a non-numeric reward True"),
+    ("responses.jsonl", "reward", "abc", "has a non-numeric reward 'abc'"),
+    ("responses.jsonl", "reward", None, "has a non-numeric reward None"),
+    ("responses.jsonl", "reward", {"x": 1}, "has a non-numeric reward {'x': 1}"),
+    ("responses.jsonl", "reward", "-1.5", "has a non-numeric reward '-1.5'"),
+    ("responses.jsonl", "reward", "nan", "has a non-numeric reward 'nan'"),
+    ("responses.jsonl", "reward", float("nan"), "has reward nan; NaN/infinite rewards must be re-scored"),
+    ("responses.jsonl", "reward", 1e300, "has reward 1e+300, beyond +-1e+06"),
+    ("responses.jsonl", "rewards", {"reward": "1"}, "has a non-numeric rewards['reward'] '1'"),
+    ("responses.jsonl", "category", "other", "has category 'other'"),
+    ("generations.jsonl", "prompt_id", True, "has prompt_id True"),
+    ("generations.jsonl", "response", 5, "has a non-text response 5"),
+    ("generations.jsonl", "n_new_tokens", -1, "has n_new_tokens -1"),
+    ("generations.jsonl", "model", None, "has a non-text model None"),
+])
+def test_an_edited_log_record_is_refused_naming_file_and_line(run_copy, capsys, log, field, value, message):
+    folder, argv = run_copy
+    path = folder / log
+    lines = path.read_text().splitlines(keepends=True)
+    record = json.loads(lines[2])
+    record[field] = value
+    lines[2] = json.dumps(record) + "\n"  # json.dumps writes NaN as the bare NaN that Python's reader accepts
+    path.write_text("".join(lines))
+    line = assert_refused(argv, capsys, folder, f"{path}:3 {message}")
+    assert "fix or delete that line" in line
+
+
+def test_a_read_only_file_refuses_the_run_before_run_json_is_rewritten(run_copy, tiny_models, capsys):
+    folder, argv = run_copy
+    (folder / "report.md").chmod(0o444)  # the last file the run writes: everything before it must not be touched
+    argv = _set(argv, "--models", f"tiny={tiny_models.policy}", f"more={tiny_models.policy}")  # a new model
+    assert_refused(argv, capsys, folder, "holds 'report.md', a read-only file the run would replace")
+
+
+def test_a_read_only_folder_is_called_a_folder(tmp_path, capsys):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        assert_refused(["--prompt_set", "demo", "--prompts_only", "--out", str(folder)], capsys, folder,
+                       "is a read-only folder")
+    finally:
+        folder.chmod(0o755)
+
+
+# --- every model is found first: an unknown id is named at once and nothing is created ------------------------------
+
+
+@pytest.mark.parametrize("extra", [[], ["--prompt_set", "demo", "--judge_check", "0"]])
+def test_an_unknown_model_offline_is_named_first_and_creates_nothing(tmp_path, extra):
+    import time
+
+    out = tmp_path / "new" / "run"
+    env = {**{k: v for k, v in os.environ.items() if k != "TRANSFORMERS_OFFLINE"}, "HF_HUB_OFFLINE": "1",
+           "HF_HOME": str(tmp_path / "hf")}  # an empty cache
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "hhalign", "eval", "--models", "nobody/no-such-model", *extra,
+                           "--out", str(out)], capture_output=True, text=True, env=env, timeout=120)
+    took = time.monotonic() - start
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    # named before the dataset (the default prompt set would need the Hub's HH-RLHF) and before any folder
+    assert lines[0].startswith("error: model 'nobody/no-such-model' is not in the local Hugging Face cache and "
+                               "HF_HUB_OFFLINE=1 is set"), lines[0]
+    assert not (tmp_path / "new").exists()
+    assert took < 30, f"{took:.1f} s"  # the import and one cache lookup: seconds (was 28-77 s)
+
+
+def test_the_offline_hint_says_what_is_set(tmp_path, capsys, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # offline mode on without the variable
+    line = assert_refused(["--models", "nobody/no-such-model", *FAST, "--out", str(tmp_path / "o")], capsys, tmp_path,
+                          "model 'nobody/no-such-model' is not in the local Hugging Face cache")
+    assert "unset HF_HUB_OFFLINE" not in line and "HF_HUB_OFFLINE=" not in line, line
+    assert "offline mode is on" in line
+
+
+# --- a folder is the run that ran: any spelling of its path resumes it; reruns leave no debris -----------------------
+
+DEMO_FAST = ["--demo", "--limit", "2", "--max_new_tokens", "4", "--n_bootstrap", "50", "--batch_size", "2"]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """A finished small demo in ``real/run`` and a symlink ``link`` to ``real``."""
+    import torch
+
+    root = tmp_path_factory.mktemp("demo-spellings")
+    (root / "real").mkdir()
+    (root / "link").symlink_to(root / "real")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert cli_run(evaluate, [EvalConfig], [*DEMO_FAST, "--out", str(root / "real" / "run")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return root
+
+
+def test_the_demo_records_the_models_that_ran(demo_run):
+    state = json.loads((demo_run / "real" / "run" / "run.json").read_text())
+    models = demo_run.resolve() / "real" / "run" / "models"
+    assert state["options"]["models"] == [f"tiny={models / 'policy'}", f"tiny_lora={models / 'policy-lora'}"]
+    assert state["options"]["reward_model"] == [str(models / "reward")] and state["options"]["prompt_set"] == "demo"
+    assert state["models"] == {"tiny": f"tiny={models / 'policy'}", "tiny_lora": f"tiny_lora={models / 'policy-lora'}"}
+
+
+@pytest.mark.parametrize("spelling", ["symlink", "absolute", "relative from another folder"])
+def test_a_demo_folder_resumes_under_any_spelling_of_its_path(demo_run, capsys, monkeypatch, spelling):
+    # Resuming a finished demo leaves its records as they are, so every case works on the module's one folder.
+    (demo_run / "elsewhere").mkdir(exist_ok=True)
+    if spelling == "symlink":
+        out = str(demo_run / "link" / "run")
+    elif spelling == "absolute":
+        out = str(demo_run / "real" / "run")
+    else:
+        monkeypatch.chdir(demo_run / "elsewhere")
+        out = "../real/run"
+    gens = (demo_run / "real" / "run" / "generations.jsonl").read_bytes()
+    code, err = cli([*DEMO_FAST, "--out", out], capsys)
+    assert code == 0, err
+    assert (demo_run / "real" / "run" / "generations.jsonl").read_bytes() == gens  # resumed: nothing made again
+
+
+def test_a_rerun_replaces_its_exports_and_removes_stale_temporaries(run_copy, capsys):
+    folder, argv = run_copy
+    exports = folder / "exports" / "tiny"
+    for path in [*exports.glob("results_*.json"), *exports.glob("samples_*.jsonl")]:  # as an earlier run left them
+        stem, _, rest = path.name.partition("_20")
+        path.rename(exports / f"{stem}_2001-01-01T00-00-00{rest[rest.index('.'):]}")
+    stale = [folder / ".rates.png.k1ll3d.tmp", folder / ".metrics.json.x8y.tmp", exports / ".model_outputs.json.q.tmp"]
+    for path in stale:
+        path.write_bytes(b"half")
+    code, err = cli(argv, capsys)
+    assert code == 0, err
+    created = json.loads((folder / "metrics.json").read_text())["settings"]["created"]
+    for model in ("tiny", "lora"):
+        names = sorted(p.name for p in (folder / "exports" / model).iterdir())
+        assert len([n for n in names if n.startswith("results_")]) == 1, names
+        assert len([n for n in names if n.startswith("samples_")]) == 2, names
+        assert not [n for n in names if "2001-01-01" in n], names
+        assert [n for n in names if n.startswith("results_")][0][8:21] == created[:13], (names, created)
+    assert not [p for p in stale if p.exists()]
+
+
+def test_a_killed_demo_build_is_removed_on_the_next_run(demo_run, capsys):
+    models = demo_run / "real" / "run" / "models"
+    (models / ".tiny-build-k1ll3d").mkdir()  # a kill before anything was built
+    (models / ".tiny-build-half" / "policy").mkdir(parents=True)
+    (models / ".tiny-build-half" / "policy" / "config.json").write_text("{")
+    (models / ".adapter-cut").mkdir()
+    code, err = cli([*DEMO_FAST, "--out", str(demo_run / "real" / "run")], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in models.iterdir()) == ["policy", "policy-lora", "reward"]

@@ -1,6 +1,7 @@
 """HmR/HpR/CAS, intervals, paired tests and the reproduction of the study's Table 1."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,7 +87,19 @@ def test_paired_bootstrap_detects_a_shift_and_not_noise():
     shifted = hm.paired_bootstrap(base, base + 1.0 + rng.normal(0, 0.1, 60), n_boot=2000)
     assert shifted["diff"] == pytest.approx(1.0, abs=0.05) and shifted["p_value"] < 0.01
     noise = hm.paired_bootstrap(base, base + rng.normal(0, 0.01, 60), n_boot=2000)
-    assert noise["ci95"][0] < 0 < noise["ci95"][1] or abs(noise["diff"]) < 0.01
+    # no shift: the interval holds zero and the test does not reject (both can fail: a biased bootstrap would)
+    assert noise["ci95"][0] < 0 < noise["ci95"][1] and noise["p_value"] > 0.5
+
+
+def test_cas_interval_is_the_mean_of_both_rates_resamples():
+    # Every harmful reply passes (HmR's resamples are all 100), so CAS's resamples are exactly 50 + HpR's / 2: its
+    # interval is HpR's halved and moved up by 50, not HmR's [100, 100].
+    rng = np.random.default_rng(3)
+    out = hm.model_metrics([0.0] * 30, list(rng.normal(-2.0, 1.0, 30)), n_boot=2000, seed=1)
+    assert out["ci95"]["HmR"] == [100.0, 100.0]
+    lo, hi = out["ci95"]["HpR"]
+    assert hi - lo > 20  # a real spread to halve
+    assert out["ci95"]["CAS"] == pytest.approx([50 + lo / 2, 50 + hi / 2], abs=1e-9)
 
 
 def test_threshold_sweep_is_monotone():
@@ -123,29 +136,33 @@ def test_every_p_value_has_its_holm_correction_and_detectable_difference():
     p = [t["p_value"] for t in tests]
     assert [t["p_holm"] for t in tests] == pytest.approx(hm.holm(p))
     assert all(t["p_holm"] >= t["p_value"] and t["significant_holm"] == (t["p_holm"] < 0.05) for t in tests)
+    strict = 0.05 / 12  # a difference is shown only after Holm: its strictest step over the 12 tests
+    assert all(t["min_detectable_alpha"] == pytest.approx(strict) for t in tests)
     for c in comparisons:
         rate = c["harmful"]["HmR"]
         n = c["harmful"]["n"]
         pd = (rate["only_a"] + rate["only_b"]) / n
         assert rate["p_discordant"] == pytest.approx(pd)
-        assert rate["min_detectable_diff"] == pytest.approx(hm.min_detectable_difference_paired_binary(n, pd))
+        assert rate["min_detectable_diff"] == pytest.approx(
+            hm.min_detectable_difference_mcnemar_exact(n, pd, strict))
         mean = c["helpful"]["mean_reward"]
         assert mean["min_detectable_diff"] == pytest.approx(
-            hm.min_detectable_difference_mean(n, mean["sd_diff"]))
-        assert 0 < mean["min_detectable_diff"] < 2  # sd of differences about 2.1 on 40 prompts: about 0.95
+            hm.min_detectable_difference_mean(n, mean["sd_diff"], strict))
+        assert 1 < mean["min_detectable_diff"] < 2.5  # sd of differences about 2.1 on 40 prompts: about 1.4
 
 
 @pytest.mark.parametrize(
     ("n", "discordant", "mdd", "assumed"),
     [
-        (50, 0, hm.min_detectable_difference_paired_binary(50, None), True),  # no disagreement seen: 0.5 assumed
-        (50, 10, hm.min_detectable_difference_paired_binary(50, 0.2), False),
+        (50, 0, hm.min_detectable_difference_mcnemar_exact(50, None), True),  # no disagreement seen: 0.5 assumed
+        (50, 10, hm.min_detectable_difference_mcnemar_exact(50, 0.2), False),
         (3, 1, None, False),  # at 1 discordant prompt in 3 no difference is detectable
     ],
 )
 def test_detectable_rate_diff(n, discordant, mdd, assumed):
     out = hm.detectable_rate_diff(n, discordant)
     assert out["min_detectable_diff"] == (pytest.approx(mdd) if mdd is not None else None)
+    assert out["min_detectable_alpha"] == 0.05
     assert out["p_discordant_assumed"] is assumed
 
 
@@ -179,3 +196,17 @@ def test_claims_recomputed_from_the_studys_ratings(study_responses, tmp_path):
                 if isinstance(test, dict):
                     test.pop("p_holm", None)
     assert claims(old) == sentences
+
+
+def test_the_readmes_study_summary_and_detectable_differences_are_generated(study_responses):
+    """README.md's summary of the study's ratings and its table of detectable differences are exactly what
+    ``hhalign.eval.readme`` generates from ``--from_responses`` on the published ratings: no hand-written verdict."""
+    from hhalign.eval.readme import blocks, readme_blocks
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    held = readme_blocks(readme)
+    assert set(held) == {"study-claims", "detectable-differences"}
+    assert held == blocks(study_responses), "regenerate: python -m hhalign.eval.readme --responses DIR README.md"
+    section = readme[readme.index("**What the study's own ratings show.**"):readme.index("## Reliability")]
+    outside = section.replace(held["study-claims"], "")
+    assert "supported on" not in outside and "best on all metrics" not in outside  # no verdict outside the block

@@ -156,8 +156,18 @@ def test_pool_evicts_least_recently_used_within_budget(tiny_models, tmp_path):
 
 
 def test_sampling_is_available_and_capped(service):
-    update = list(service.chat([], "Name a colour", "tiny", DecodeOptions(6, greedy=False, temperature=0.9)))[-1]
-    assert update.done and update.n_new_tokens <= 6 and update.scored is not None
+    import torch
+
+    def reply(options: DecodeOptions, seed: int) -> str:
+        torch.manual_seed(seed)
+        update = list(service.chat([], "Name a colour", "tiny", options))[-1]
+        assert update.done and update.n_new_tokens <= 6 and update.scored is not None
+        return update.reply
+
+    greedy = {reply(DecodeOptions(6), seed) for seed in range(3)}
+    sampled = {reply(DecodeOptions(6, greedy=False, temperature=0.9), seed) for seed in range(3)}
+    assert len(greedy) == 1  # greedy ignores the seed
+    assert len(sampled) > 1  # sampling does not: the option reaches the decoder
 
 
 # Words the tiny reward tokenizer knows, so a message's token count is roughly its word count.

@@ -238,7 +238,17 @@ def test_kappa_ci():
     assert lo < 0.4 < hi and 0.3 < hi - lo < 0.7  # n = 50: roughly +/-0.25
     assert st.kappa_ci(a, b, n_boot=1000, seed=4) == out
     assert st.kappa_ci(a, b, n_boot=1000, seed=5) != out
-    assert st.kappa_ci(["x"] * 4, ["x"] * 4, n_boot=50)["ci95"] == [1.0, 1.0]
+    constant = st.kappa_ci(["x"] * 4, ["x"] * 4, n_boot=50)  # kappa 0/0 (1 by convention) in every resample too
+    assert constant["kappa"] == 1.0 and all(math.isnan(v) for v in constant["ci95"])
+
+
+def test_kappa_ci_drops_undefined_resamples_like_spearman_ci():
+    # One rater says 1 once, the other never: kappa is exactly 0 in every resample holding that item, and 0/0 in the
+    # ~36% ((18/19)^19) without it. Counting those as 1 pulled the upper end to 1; dropped, the interval is [0, 0].
+    out = st.kappa_ci([0] * 18 + [1], [0] * 19, n_boot=2000, seed=0)
+    assert out["kappa"] == 0.0 and out["ci95"] == [0.0, 0.0]
+    rho = st.spearman_ci([1.0, 2.0, 2.0, 2.0], [1.0, 2.0, 3.0, 4.0], n_boot=500)  # the same rule, for reference
+    assert all(math.isfinite(v) for v in rho["ci95"])
 
 
 def test_kappa_refuses_mismatched_or_empty_input():
@@ -393,3 +403,69 @@ def test_calibrate_threshold_is_optimal_against_a_brute_force_grid():
 def test_calibrate_threshold_refuses(chosen, rejected, match):
     with pytest.raises(HHAlignError, match=match):
         st.calibrate_threshold(chosen, rejected)
+
+
+# --- exact McNemar power: known values, and the two surviving mutants' known values ---------------------------------
+
+
+def test_exact_mcnemar_power_by_hand_and_by_enumeration():
+    from itertools import product
+
+    from hhalign.eval.metrics import mcnemar_exact
+
+    # n = 2, every pair discordant, alpha 0.6: only D = 2 with k = 0 rejects (p = 0.5), so power = q^2 + (1 - q)^2
+    assert st.mcnemar_exact_power(2, 1.0, 0.0, 0.6) == pytest.approx(0.5, abs=1e-12)
+    assert st.mcnemar_exact_power(2, 1.0, 0.5, 0.6) == pytest.approx(0.75**2 + 0.25**2, abs=1e-12)
+    # n = 6: every outcome of (a wins, b wins, tie) per pair enumerated, rejected by the project's own test
+    p10, p01 = 0.3, 0.1
+    power = 0.0
+    for outcome in product((0, 1, 2), repeat=6):
+        prob = math.prod((p10, p01, 1 - p10 - p01)[o] for o in outcome)
+        a = [o == 1 for o in outcome]
+        b = [o == 0 for o in outcome]
+        power += prob * (mcnemar_exact(a, b)["p_value"] < 0.2)
+    assert st.mcnemar_exact_power(6, p10 + p01, p10 - p01, 0.2) == pytest.approx(power, abs=1e-12)
+
+
+@pytest.mark.parametrize(("n", "pd", "alpha", "expected"), [
+    (50, 0.3, 0.05, 21.88),  # the normal approximation says 21.19: optimistic by 0.7 points
+    (50, 0.3, 0.05 / 24, 27.77),  # Holm's strictest step of the study's 24 tests (normal: 29.35)
+    (50, 0.5, 0.05 / 24, 37.94),
+])
+def test_min_detectable_difference_mcnemar_exact_known_values(n, pd, alpha, expected):
+    # checked against 40,000 simulated studies per value: the power at these differences is 0.80 +/- 0.004
+    assert st.min_detectable_difference_mcnemar_exact(n, pd, alpha) == pytest.approx(expected, abs=0.01)
+    assert st.mcnemar_exact_power(n, pd, expected / 100 + 1e-4, alpha) >= 0.8
+
+
+def test_min_detectable_difference_mcnemar_exact_out_of_reach():
+    assert st.min_detectable_difference_mcnemar_exact(3, 1.0) == math.inf
+    with pytest.raises(HHAlignError, match="p_discordant"):
+        st.min_detectable_difference_mcnemar_exact(50, 0.0)
+
+
+def test_spearman_ci_bootstraps_ranks_not_values():
+    # y = x^3 is monotone: every resample's rank correlation is exactly 1 (ties fall on the same items on both
+    # sides), while the Pearson correlation of the values is below 1 (0.92 here).
+    x = np.arange(1.0, 21.0)
+    out = st.spearman_ci(x, x**3, n_boot=500, seed=1)
+    assert out["rho"] == pytest.approx(1.0) and out["ci95"] == pytest.approx([1.0, 1.0], abs=1e-12)
+
+
+def test_boundaries_the_mutation_run_found_untested():
+    # ties at the threshold: chosen counts as good at >=, rejected as bad only below
+    assert st.balanced_accuracy([0.0], [0.0], 0.0) == 0.5
+    assert st.balanced_accuracy([0.0, 1.0], [-1.0, 0.0], 0.0) == 0.75
+    # a best cut that is exactly a coin flip (balanced accuracy 0.5) is refused, not returned
+    with pytest.raises(HHAlignError, match="better than chance"):
+        st.calibrate_threshold([0.0, 1.0], [0.0, 1.0])
+    # the largest possible difference (every discordant pair won by one side) is allowed and always detected
+    assert st.mcnemar_exact_power(2, 1.0, 1.0, 0.6) == pytest.approx(1.0)
+    assert st.mcnemar_exact_power(50, 0.3, 0.2) == st.mcnemar_exact_power(50, 0.3, 0.2, 0.05)  # the default level
+    for bad in ((50, 1.5, 0.1), (50, 0.3, 0.31), (50, 0.0, 0.0)):
+        with pytest.raises(HHAlignError, match="p_discordant"):
+            st.mcnemar_exact_power(*bad)
+    with pytest.raises(HHAlignError, match="alpha must be in"):
+        st.min_detectable_difference_mcnemar_exact(50, 0.3, alpha=1.0)
+    with pytest.raises(HHAlignError, match="p_discordant"):
+        st.min_detectable_difference_mcnemar_exact(50, 1.5)

@@ -210,7 +210,7 @@ def test_library_imports_without_heavy_packages():
 
 
 def test_pairs_are_built_by_the_evaluators_parser(hh_path):
-    assert hdata.preference_pair is hdata.preference_pair  # shared code, not a copy
+    assert tdata.preference_pair is hdata.preference_pair  # shared code, not a copy
     rows = hdata.load_hh(str(hh_path), "helpful-rejection-sampled", "test")
     script = tconfig.DPOScriptArguments(dataset_name=str(hh_path), subsets=["helpful-rejection-sampled"],
                                           dataset_train_split="test")
@@ -328,7 +328,16 @@ def test_outputs_load_through_model_references_and_generate(runs):
         gens = generate(loaded.model, loaded.tokenizer, ["\n\nHuman: How do I water a cactus?"], max_new_tokens=8)
         assert len(gens) == 1 and gens[0].n_new_tokens > 0
         outputs[stage] = gens[0].response
-    assert all(isinstance(v, str) for v in outputs.values())
+    # the same checkpoints loaded by transformers/PEFT directly answer the same: the references load what was trained
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    for stage in ("sft", "dpo", "sft_dpo"):
+        path = str(getattr(runs, stage))
+        model = (AutoModelForCausalLM if stage == "sft" else AutoPeftModelForCausalLM).from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        direct = generate(model.eval(), tokenizer, ["\n\nHuman: How do I water a cactus?"], max_new_tokens=8)
+        assert direct[0].response == outputs[stage], stage
 
 
 def test_finished_run_is_reused_and_other_settings_are_refused(runs, hh_path, capsys):
@@ -519,3 +528,24 @@ def test_pipeline_publish_records_hub_ids_and_metrics_in_models_md(demo, hub_cal
     ci = [round(v, 2) for v in measured["sft"]["ci95"]["HmR"]]
     assert "[`me/tiny-sft`](https://huggingface.co/me/tiny-sft)" in md
     assert f"{round(measured['sft']['HmR'], 2):.1f} [{ci[0]:.1f}, {ci[1]:.1f}]" in md
+
+
+def test_dpo_lowers_its_loss_and_widens_the_margin_on_the_tiny_model(tiny_models, tmp_path, one_thread):
+    """A few DPO steps on one fixed batch of the project's preference pairs: the loss starts at log 2 (the policy is
+    its own reference) and falls, and the chosen-minus-rejected reward margin grows (a sign error in the loss, the
+    pairs' order or the reference would move them the other way)."""
+    out = tmp_path / "dpo"
+    assert cli_main(["dpo", "--config", "paper/dpo", "--model_name_or_path", str(tiny_models.policy),
+                     "--dataset", str(hdata.DEMO_PAIRS_PATH), "--output_dir", str(out), "--max_samples", "4",
+                     "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1", "--max_steps", "6",
+                     "--learning_rate", "5e-2", "--beta", "0.5", "--lora_dropout", "0", "--max_length", "64",
+                     "--logging_steps", "1", "--save_steps", "100"]) == 0
+    log = json.loads((out / "losses.json").read_text())
+    losses = [row["loss"] for row in log if "loss" in row]
+    margins = [row["rewards/margins"] for row in log if "rewards/margins" in row]
+    assert len(losses) == len(margins) == 6
+    assert abs(losses[0] - 0.6931) < 0.01  # log 2: the policy starts as its own reference
+    # measured: 0.6931 -> 0.651 and margin 0 -> +0.088 over the six steps, every step in the right direction
+    assert all(b < a for a, b in zip(losses[1:], losses[2:])), losses
+    assert all(b > a for a, b in zip(margins[1:], margins[2:])), margins
+    assert losses[-1] < losses[0] - 0.02 and margins[-1] > margins[0] + 0.04, (losses, margins)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..fmt import pct, signed_ci
-from .metrics import ALPHA, add_holm, tests_of
+from .stats import ALPHA, add_holm, tests_of
 
 CATEGORY_TEXT = {"harmful": "harmful prompts", "helpful": "helpful prompts"}
 ASPECT = {"harmful": "harmlessness", "helpful": "helpfulness"}
@@ -90,8 +90,8 @@ def claims_from(comparisons: Sequence[Mapping], alpha: float = ALPHA) -> list[st
             f"rate differences of about {rate_mdd:.0f} points"
         means = "no mean-reward difference" if math.isnan(mean_mdd) else \
             f"mean-reward differences of about {mean_mdd:.2f}"
-        reach = (f"with {'/'.join(map(str, n))} prompts the tests could detect (80% power) {rates} and {means} "
-                 "(medians over the pairs)")
+        reach = (f"with {'/'.join(map(str, n))} prompts the tests could detect (80% power{_level(tests, alpha)}) "
+                 f"{rates} and {means} (medians over the pairs)")
         if not any(t["p_value"] < alpha for _, _, t in in_category):
             smallest = min(t["p_value"] for _, _, t in in_category)
             out.append(f"No {ASPECT[category]} difference between any two models is significant, even before "
@@ -99,6 +99,17 @@ def claims_from(comparisons: Sequence[Mapping], alpha: float = ALPHA) -> list[st
         else:
             out.append(f"On {CATEGORY_TEXT[category]}, {reach}; smaller differences may exist unseen.")
     return out
+
+
+def _level(tests: Sequence[tuple], alpha: float) -> str:
+    """The level the detectable differences were computed at, in words: Holm's strictest step when it was used."""
+    levels = {t.get("min_detectable_alpha") for *_, t in tests}
+    if len(levels) == 1 and None not in levels:
+        level = levels.pop()
+        if len(tests) > 1 and math.isclose(level, alpha / len(tests)):
+            return f", at Holm's strictest step p<{alpha}/{len(tests)}"
+        return f", p<{_p(level)}"
+    return f", p<{alpha} before correction"  # metrics.json written before the level was recorded
 
 
 def _median(values: Sequence[float | None]) -> float:

@@ -19,9 +19,10 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..files import read_log, write_json, write_jsonl
+from ..files import write_json, write_jsonl
 from ..protocol import model_input
 from .metrics import Thresholds, passes
+from .records import read_run_log
 from .schema import FILES, Metrics, Settings
 
 EXPORTS_DIR = "exports"
@@ -175,7 +176,7 @@ def alpaca_outputs(model: str, samples: dict[str, list[dict]], settings: Setting
 def write_exports(run_dir: str | Path, metrics: Metrics) -> dict[str, list[Path]]:
     """Write every model's lm-eval and AlpacaEval files under ``run_dir/exports/<model>/``; returns them by model."""
     run_dir = Path(run_dir)
-    records = read_log(run_dir / FILES["responses"])
+    records = read_run_log(run_dir / FILES["responses"])
     thresholds = Thresholds(**{k: v for k, v in metrics.settings.thresholds.items() if k in ("harmless", "helpful")})
     ts = file_timestamp(metrics.settings.created)
     written: dict[str, list[Path]] = {}
@@ -188,5 +189,9 @@ def write_exports(run_dir: str | Path, metrics: Metrics) -> dict[str, list[Path]
         paths = [write_json(folder / f"results_{ts}.json", lm_eval_results(model, samples, metrics))]
         paths += [write_jsonl(folder / f"samples_{TASKS[c][0]}_{ts}.jsonl", rows) for c, rows in samples.items()]
         paths.append(write_json(folder / ALPACA_FILE, alpaca_outputs(model, samples, metrics.settings)))
+        # A rerun replaces its own exports: earlier evaluations' timestamped files go once the new ones are written.
+        for old in [*folder.glob("results_*.json"), *folder.glob("samples_*.jsonl")]:
+            if old not in paths:
+                old.unlink(missing_ok=True)
         written[model] = paths
     return written

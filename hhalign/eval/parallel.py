@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..files import read_json, read_log, write_json, write_jsonl
+from ..files import read_json, write_json, write_jsonl
+from .records import read_run_log
 from .schema import FILES
 
 SHARDS = "shards"
@@ -70,7 +71,8 @@ class Shard:
         write_json(folder / FILES["run"], read_json(out / FILES["run"], "run state", "restore it"))
         mine = {p.prompt_id for p in self.take(prompts)}
         for name in LOGS:
-            write_jsonl(folder / FILES[name], (r for r in read_log(out / FILES[name]) if r.get("prompt_id") in mine))
+            records = read_run_log(out / FILES[name])
+            write_jsonl(folder / FILES[name], (r for r in records if r.get("prompt_id") in mine))
         return folder
 
     def end(self, out: Path) -> bool:
@@ -99,10 +101,10 @@ def merge_shards(out: Path) -> int:
     folders = sorted(p for p in (out / SHARDS).glob("*") if p.is_dir()) if (out / SHARDS).is_dir() else []
     added = 0
     for name in LOGS:
-        seen = {_key(r) for r in read_log(out / FILES[name])}
+        seen = {_key(r) for r in read_run_log(out / FILES[name])}
         new = []
         for folder in folders:
-            for record in read_log(folder / FILES[name]):
+            for record in read_run_log(folder / FILES[name]):
                 if _key(record) not in seen:
                     seen.add(_key(record))
                     new.append(record)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from ..data import CATEGORIES
 from ..errors import HHAlignError
-from ..files import json_lines, read_json
+from ..files import json_lines, read_json, read_log
+from .schema import FILES
 
 REQUIRED_FIELDS = ("model", "category", "prompt_id", "prompt", "response", "reward")
 # Rewards are raw reward-model logits (the study's published ratings lie in [-8.2, 3.2]). Anything beyond this bound
@@ -27,6 +28,78 @@ def _prompt_id(value: object) -> str | None:
         return None
     text = str(value).strip()
     return text or None
+
+
+def reward_problem(reward: object, what: str = "reward") -> str | None:
+    """Why ``reward`` is not a usable reward (a finite number within +-MAX_ABS_REWARD; true/false and number-like
+    text such as "-1.5" or "nan" are not numbers), or None when it is."""
+    if isinstance(reward, bool) or not isinstance(reward, (int, float)):
+        return f"has a non-numeric {what} {reward!r}; rewards must be numbers"
+    if not math.isfinite(reward):
+        return f"has {what} {reward}; NaN/infinite rewards must be re-scored"
+    if abs(reward) > MAX_ABS_REWARD:
+        return (f"has {what} {reward:g}, beyond +-{MAX_ABS_REWARD:g}; rewards are raw reward-model scores: check the "
+                "export")
+    return None
+
+
+# Fields of the evaluator's own logs and the type each must have when present (token counts are non-negative).
+_LOG_TEXT = ("model", "prompt", "response", "model_ref", "label")
+_LOG_COUNTS = ("n_prompt_tokens", "n_new_tokens", "reward_tokens")
+_LOG_FLAGS = ("prompt_truncated", "reward_truncated", "reward_over_trained_length")
+LOG_REQUIRED = {"generations": ("model", "category", "prompt_id", "prompt", "response"),
+                "responses": ("model", "category", "prompt_id", "prompt", "response", "reward")}
+
+
+def log_record_problem(kind: str, rec: Mapping) -> str | None:
+    """Why a record of the evaluator's own ``kind`` log ("generations" or "responses") cannot be used, or None.
+    Types, finiteness and ranges of every field the run reads back: an edited log must not change a metric."""
+    missing = [f for f in LOG_REQUIRED[kind] if f not in rec]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    for name in _LOG_TEXT:
+        if name in rec and not isinstance(rec[name], str):
+            return f"has a non-text {name} {rec[name]!r}"
+    if not rec["model"].strip():
+        return "has an empty model name"
+    if rec["category"] not in CATEGORIES:
+        return f"has category {rec['category']!r}; use harmful or helpful"
+    if _prompt_id(rec["prompt_id"]) is None:
+        return f"has prompt_id {rec['prompt_id']!r}, not a text or number id"
+    for name in _LOG_COUNTS:
+        value = rec.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return f"has {name} {value!r}; token counts are whole numbers >= 0"
+    for name in _LOG_FLAGS:
+        if name in rec and not isinstance(rec[name], bool):
+            return f"has {name} {rec[name]!r}; it is true or false"
+    if kind == "responses":
+        problem = reward_problem(rec["reward"])
+        if problem:
+            return problem
+        for block, check in (("rewards", reward_problem), ("labels", None)):
+            values = rec.get(block, {})
+            if not isinstance(values, dict):
+                return f"has {block} {values!r}; it maps each judge to its value"
+            for judge, value in values.items():
+                problem = check(value, f"{block}[{judge!r}]") if check else (
+                    None if isinstance(value, str) else f"has a non-text {block}[{judge!r}] {value!r}")
+                if problem:
+                    return problem
+    return None
+
+
+def log_check(kind: str) -> Callable[[dict], str | None]:
+    return lambda rec: log_record_problem(kind, rec)
+
+
+LOG_CHECKS = {FILES["generations"]: log_check("generations"), FILES["responses"]: log_check("responses")}
+
+
+def read_run_log(path: str | Path) -> list[dict]:
+    """The records of one of the evaluator's logs (generations.jsonl, responses.jsonl), each checked: a bad one is an
+    error naming the file and line (:func:`hhalign.files.read_log`)."""
+    return read_log(path, LOG_CHECKS.get(Path(path).name))
 
 
 def validate_records(records: list[dict], source: str, labels: Sequence[str] | None = None) -> list[dict]:
@@ -47,13 +120,9 @@ def validate_records(records: list[dict], source: str, labels: Sequence[str] | N
             raise HHAlignError(f"{source}: {i} has prompt_id {rec['prompt_id']!r}; give each prompt a "
                                "non-empty text or number id, the same for every model")
         reward = rec["reward"]
-        if isinstance(reward, bool) or not isinstance(reward, (int, float)):
-            raise HHAlignError(f"{source}: {i} has a non-numeric reward {reward!r}; rewards must be numbers")
-        if not math.isfinite(reward):
-            raise HHAlignError(f"{source}: {i} has reward {reward}; NaN/infinite rewards must be re-scored")
-        if abs(reward) > MAX_ABS_REWARD:
-            raise HHAlignError(f"{source}: {i} has reward {reward:g}, beyond +-{MAX_ABS_REWARD:g}; rewards "
-                               "are raw reward-model scores: check the export")
+        problem = reward_problem(reward)
+        if problem:
+            raise HHAlignError(f"{source}: {i} {problem}")
         out.append({**rec, "model": str(rec["model"]), "reward": float(reward), "prompt_id": pid})
     if not out:
         raise HHAlignError(f"{source}: no records found")

@@ -78,7 +78,7 @@ def _holm(test: dict) -> str:
 
 def judges_section(metrics: Metrics) -> list[str]:
     """The judges: each one's check on held-out HH-RLHF pairs, every metric per judge, their agreement, human votes."""
-    from .results import agreement_table, judge_table, votes_sentence
+    from .tables import agreement_table, judge_table, votes_sentence
 
     parts = ["## The judges", ""]
     if metrics.judge:

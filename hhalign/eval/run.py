@@ -17,7 +17,7 @@ from .. import data as hdata
 from ..engine.precision import MODE_GUARANTEES, apply_mode
 from ..env import provenance
 from ..errors import HHAlignError
-from ..files import JsonlWriter, check_writable, read_json, read_log, write_json, write_jsonl, write_text
+from ..files import JsonlWriter, check_writable, read_json, write_json, write_jsonl, write_text
 from ..fmt import pct
 from ..refs import DEFAULT_REWARD_MODEL, ModelRef, parse_model_refs
 from .config import EvalConfig
@@ -25,7 +25,7 @@ from .judges import JudgeResult, judge_blocks, offline_judges, relabel
 from .metrics import summarize
 from .panel import Panel
 from .parallel import current_shard
-from .records import check_unique, load_records
+from .records import check_unique, load_records, read_run_log
 from .rundir import (
     check_folder,
     imported_fingerprint,
@@ -50,7 +50,7 @@ def _bar(total: int, desc: str):
 def demo_config(cfg: EvalConfig, out: Path) -> EvalConfig:
     """The config pointed at the tiny models under ``out/models`` (built by :func:`build_demo_models`) and the
     project's demo prompts."""
-    models = out / "models"
+    models = out.resolve() / "models"  # the folder's real path: it resumes under any spelling of --out
     # Reward models given on the command line are kept (e.g. several tiny judges); the judge check reads the shipped
     # demo pairs unless --judge_dataset names others.
     judges = cfg.reward_model if cfg.reward_model != [DEFAULT_REWARD_MODEL] else [str(models / "reward")]
@@ -61,10 +61,21 @@ def demo_config(cfg: EvalConfig, out: Path) -> EvalConfig:
 
 
 def build_demo_models(out: Path) -> None:
-    from ..testing.tiny import build_tiny, build_tiny_adapter
+    """Build the demo's tiny models into ``out/models`` under the folder's lock, first removing the staging folders
+    of a build that was killed (``.tiny-build-*``, ``.adapter-*``); a finished build is kept."""
+    import shutil
 
-    tiny = build_tiny(out / "models")
-    build_tiny_adapter(tiny.policy, out / "models" / "policy-lora")
+    from ..testing.tiny import build_tiny, build_tiny_adapter
+    from .rundir import lock, prepare_out
+
+    prepare_out(out)
+    with lock(out):
+        models = out / "models"
+        for stale in [*models.glob(".tiny-build-*"), *models.glob(".adapter-*")]:
+            shutil.rmtree(stale, ignore_errors=True)
+            logger.info(f"removed {stale}, a model build a killed run left")
+        tiny = build_tiny(models)
+        build_tiny_adapter(tiny.policy, models / "policy-lora")
 
 
 def load_prompts(cfg: EvalConfig) -> list[hdata.EvalPrompt]:
@@ -98,8 +109,18 @@ def _run(cfg: EvalConfig, held: ExitStack) -> dict:
         out = held.enter_context(open_run(cfg.out, imported_fingerprint(cfg), options))
         return finish(cfg, out, records, settings)
     demo = cfg.demo
+    from ..loading import find_model
+
+    # Every model and judge the user named is found first (a Hub id: one metadata request, or the cache offline),
+    # before the dataset, the folder or the judge check are touched; the demo's own models are built later.
+    given = [] if demo or cfg.prompts_only else parse_model_refs(cfg.models)
+    if not cfg.prompts_only and (not demo or cfg.reward_model != [DEFAULT_REWARD_MODEL]):
+        given += parse_model_refs(cfg.reward_model)
+    for ref in given:
+        find_model(ref)
     if demo:
         cfg = demo_config(cfg, Path(cfg.out).expanduser())
+        options = {**user_options(cfg), "demo": True}  # the models and judge that run, not the defaults
     prompts = load_prompts(cfg)
     if cfg.prompts_only:
         out = held.enter_context(open_run(cfg.out, {"prompts_sha256": prompts_digest(prompts)}, options,
@@ -110,8 +131,6 @@ def _run(cfg: EvalConfig, held: ExitStack) -> dict:
     from ..loading import resolve_device
 
     refs = parse_model_refs(cfg.models)
-    from ..loading import find_model
-
     device = resolve_device(cfg.device)
     fingerprint = run_fingerprint(cfg, prompts, device)
     if demo:  # checked before the demo's models are built into the folder
@@ -119,8 +138,10 @@ def _run(cfg: EvalConfig, held: ExitStack) -> dict:
         logger.info(
             "demo: tiny untrained models built offline; their scores are meaningless (this shows the pipeline only)")
         build_demo_models(Path(cfg.out).expanduser())
+    found = {str(r) for r in given}
     for ref in [*refs, *parse_model_refs(cfg.reward_model)]:
-        find_model(ref)  # every model must be found before anything is written
+        if str(ref) not in found:  # the demo's models, once built
+            find_model(ref)
     if cfg.protocol == "template":
         check_templates(refs)
     if cfg.backend == "vllm":
@@ -139,7 +160,7 @@ def _run(cfg: EvalConfig, held: ExitStack) -> dict:
         return {}
     wanted = {r.name for r in refs}
     ids = {p.prompt_id for p in prompts}
-    records = [r for r in read_log(out / FILES["responses"]) if r["model"] in wanted and r["prompt_id"] in ids]
+    records = [r for r in read_run_log(out / FILES["responses"]) if r["model"] in wanted and r["prompt_id"] in ids]
     check_unique(records, str(out / FILES["responses"]))
     order = {r.name: i for i, r in enumerate(refs)}
     records.sort(key=lambda r: order[r["model"]])
@@ -191,7 +212,7 @@ def generate_all(cfg: EvalConfig, out: Path, prompts: list[hdata.EvalPrompt], re
     from ..loading import load_policy
 
     gen_path = out / FILES["generations"]
-    done = {(r["model"], r["prompt_id"]): r for r in read_log(gen_path)}
+    done = {(r["model"], r["prompt_id"]): r for r in read_run_log(gen_path)}
     info: dict = {}
     with JsonlWriter(gen_path) as writer:
         for ref in refs:
@@ -260,10 +281,10 @@ def score_all(cfg: EvalConfig, out: Path, prompts: list[hdata.EvalPrompt], refs:
     """Score every generated response that has no reward yet with every judge, appending each chunk to
     responses.jsonl; returns the judges as used (loaded, checked, with their thresholds)."""
     resp_path = out / FILES["responses"]
-    scored = {(r["model"], r["prompt_id"]) for r in read_log(resp_path)}
+    scored = {(r["model"], r["prompt_id"]) for r in read_run_log(resp_path)}
     wanted = {r.name for r in refs}
     ids = {p.prompt_id for p in prompts}
-    todo = [g for g in read_log(out / FILES["generations"])
+    todo = [g for g in read_run_log(out / FILES["generations"])
             if g["model"] in wanted and g["prompt_id"] in ids and (g["model"], g["prompt_id"]) not in scored]
     state_path = out / FILES["run"]
     state = read_json(state_path, "run state", "delete the folder's run.json only if you mean to restart the run")

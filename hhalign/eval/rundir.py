@@ -17,10 +17,11 @@ from pathlib import Path
 
 from .. import data as hdata
 from ..errors import HHAlignError
-from ..files import read_json, read_log, repair_torn_tail, write_json, write_jsonl
-from ..refs import ModelRef
+from ..files import check_files_writable, read_json, repair_torn_tail, write_json, write_jsonl
+from ..refs import ModelRef, parse_model_ref
 from .config import EvalConfig
 from .judges import judges_fingerprint
+from .records import read_run_log
 from .schema import FILES
 
 logger = logging.getLogger(__name__)
@@ -72,13 +73,35 @@ def inputs_digest(paths: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
+def ref_identity(text: str) -> str:
+    """A model reference as a run folder records it: a local folder by its resolved path, so any spelling of the
+    same folder (relative, absolute, through a symlink, from another working directory) is the same model; a Hub id as
+    given."""
+    ref = parse_model_ref(text)
+    if not ref.is_local:
+        return text.strip()
+    rev = f"@{ref.revision}" if ref.revision else ""
+    resolved = str(Path(ref.path).resolve()) + rev
+    return f"{ref.name}={resolved}" if text.partition("=")[1] else resolved
+
+
+def _judges_identity(value: object) -> object:
+    """A fingerprint's judges with local paths resolved (older folders recorded them as given)."""
+    if isinstance(value, str):
+        try:
+            return ref_identity(value)
+        except HHAlignError:
+            return value
+    return value
+
+
 def run_fingerprint(cfg: EvalConfig, prompts: list[hdata.EvalPrompt], device: str) -> dict:
     """The settings that change records; a folder's records may only be extended under the same fingerprint."""
     return {
         "prompts_sha256": prompts_digest(prompts),
         "protocol": cfg.protocol,
         "max_new_tokens": cfg.max_new_tokens,
-        "reward_model": judges_fingerprint(cfg.reward_model, cfg.judge_formats),
+        "reward_model": judges_fingerprint([ref_identity(t) for t in cfg.reward_model], cfg.judge_formats),
         "reward_max_length": cfg.reward_max_length,
         "dtype": cfg.dtype,
         # fp32 is how every run before --mode existed was made: left out so such folders still resume.
@@ -138,7 +161,7 @@ def describe_change(key: str, old: Mapping, new: Mapping, old_options: Mapping, 
 
 def _recorded(out: Path) -> dict[str, set[str]]:
     """Model names with records in each log (complete lines only)."""
-    return {name: {str(r.get("model")) for r in read_log(out / FILES[name])} for name in LOGS}
+    return {name: {str(r.get("model")) for r in read_run_log(out / FILES[name])} for name in LOGS}
 
 
 def check_folder(out: Path, fingerprint: dict, options: dict, refs: Sequence[ModelRef] = (),
@@ -148,14 +171,17 @@ def check_folder(out: Path, fingerprint: dict, options: dict, refs: Sequence[Mod
     A folder without records takes new settings (a run that failed before its first record lost nothing); one with
     generations but no scores takes a new reward model. ``only`` limits the comparison to those keys.
     """
+    check_files_writable(out, skip=("models",))  # the demo's built models are read, never replaced
     state = read_state(out)
     recorded = _recorded(out) if out.is_dir() else {name: set() for name in LOGS}
     if state is None:
         if any(recorded.values()) or (out / FILES["metrics"]).exists():
             raise HHAlignError(f"--out {str(out)!r} holds results without a run.json (another tool's, or an old "
                                "hhalign's): use a new --out folder")
-        return {"fingerprint": fingerprint, "options": options, "models": {r.name: str(r) for r in refs}}
-    old = state["fingerprint"]
+        return {"fingerprint": fingerprint, "options": options, "models": {r.name: ref_identity(str(r)) for r in refs}}
+    old = dict(state["fingerprint"])
+    if "reward_model" in old:
+        old["reward_model"] = _judges_identity(old["reward_model"])
     if old.get("source") != fingerprint.get("source"):
         held = "records imported with --from_responses" if old.get("source") else "a run generated from models"
         raise HHAlignError(f"--out {str(out)!r} holds {held}; this run would mix its records with them: use a new "
@@ -174,11 +200,12 @@ def check_folder(out: Path, fingerprint: dict, options: dict, refs: Sequence[Mod
                            "or the same settings to resume")
     models = dict(state.get("models", {}))
     for ref in refs:
-        saved = models.get(ref.name)
-        if saved is not None and saved != str(ref) and ref.name in recorded["generations"] | recorded["responses"]:
+        saved, now = models.get(ref.name), ref_identity(str(ref))
+        if saved is not None and _judges_identity(saved) != now and \
+                ref.name in recorded["generations"] | recorded["responses"]:
             raise HHAlignError(f"--out {str(out)!r} already has model {ref.name!r} = {saved!r}, not {str(ref)!r}; "
                                "give this model another name or use a new --out folder")
-        models[ref.name] = str(ref)
+        models[ref.name] = now
     new_state = {**state, "fingerprint": fingerprint, "options": options, "models": models}
     if any(old.get(k) != fingerprint.get(k) for k in SCORING_KEYS):
         new_state.pop("reward_info", None)  # the reward model changed before anything was scored
@@ -203,6 +230,16 @@ def lock(out: Path) -> Iterator[None]:
         held.release()
 
 
+def remove_stale_temporaries(out: Path) -> list[Path]:
+    """Remove what killed runs left: the temporary files of atomic writes (``.<name>.<random>.tmp``) and the write
+    probe, in the folder and under ``exports/``. Called under the folder's lock, so no live writer owns them."""
+    stale = [p for p in [*out.glob(".*.tmp"), *out.glob("exports/**/.*.tmp"), out / ".write-test"] if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+        logger.info(f"removed {path}, left by a killed run")
+    return stale
+
+
 @contextmanager
 def open_run(out_option: str, fingerprint: dict, options: dict, refs: Sequence[ModelRef] = (),
              only: Sequence[str] | None = None) -> Iterator[Path]:
@@ -213,6 +250,7 @@ def open_run(out_option: str, fingerprint: dict, options: dict, refs: Sequence[M
     check_folder(out, fingerprint, options, refs, only)
     prepare_out(out)
     with lock(out):
+        remove_stale_temporaries(out)
         for name in LOGS:
             if repair_torn_tail(out / FILES[name]):
                 logger.warning(f"{out / FILES[name]}: removed a torn last line (a killed write); that record is "

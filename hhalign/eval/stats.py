@@ -8,7 +8,7 @@ Bootstrap intervals are seeded 95% percentile intervals, resampling items (pairs
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -92,6 +92,29 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return [float(v) for v in adjusted]
 
 
+# The family-wise level every test and claim is judged at.
+ALPHA = 0.05
+
+
+def tests_of(comparisons: Sequence[Mapping]) -> list[tuple[Mapping, str, str, Mapping]]:
+    """Every test in ``comparisons`` as (comparison, category, metric key, test), in a fixed order."""
+    found = []
+    for c in comparisons:
+        for category, metric in (("harmful", "HmR"), ("helpful", "HpR")):
+            if category in c:
+                found += [(c, category, key, c[category][key]) for key in (metric, "mean_reward")]
+    return found
+
+
+def add_holm(comparisons: list[dict], alpha: float = ALPHA) -> list[dict]:
+    """Put ``p_holm`` and ``significant_holm`` beside every ``p_value``: Holm's correction over all these tests."""
+    tests = tests_of(comparisons)
+    for (_, _, _, test), adjusted in zip(tests, holm([t["p_value"] for *_, t in tests])):
+        test["p_holm"] = adjusted
+        test["significant_holm"] = adjusted < alpha
+    return comparisons
+
+
 # --- power: smallest detectable differences ---------------------------------------------------------------------
 
 def _z_alpha_power(alpha: float, power: float) -> tuple[float, float]:
@@ -157,6 +180,94 @@ def min_detectable_difference_paired_binary(n: int, p_discordant: float | None =
     return hi * 100.0
 
 
+def _log_factorials(n: int) -> np.ndarray:
+    """log(k!) for k = 0..n (a running sum of logs: relative error ~1e-13 at n = 10**4, plenty for a power)."""
+    return np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, n + 1, dtype=float)))])
+
+
+def _mcnemar_rejections(n: int, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (D, k) where the exact two-sided McNemar test (``metrics.mcnemar_exact``: p = min(1, 2 P(Bin(D, 1/2)
+    <= k)) rejects at p < alpha, with D discordant pairs of which the smaller side has k; and log C(D, k)."""
+    logf = _log_factorials(n)
+    ds, ks, logc = [], [], []
+    for d in range(1, n + 1):
+        k = np.arange(0, d // 2 + 1)
+        lc = logf[d] - logf[k] - logf[d - k]
+        p = 2.0 * np.cumsum(np.exp(lc - d * math.log(2.0)))
+        inside = int(np.searchsorted(p >= alpha, True))  # p rises with k: the first k that does not reject
+        ds.append(np.full(inside, d))
+        ks.append(k[:inside])
+        logc.append(lc[:inside])
+    return np.concatenate(ds), np.concatenate(ks), np.concatenate(logc)
+
+
+def _power_curve(n: int, pd: float, alpha: float) -> Callable[[float], float]:
+    """The exact McNemar power on n pairs with discordant share ``pd`` as a function of the difference (fractions):
+    the number of discordant pairs D is Binomial(n, pd); given D, the pairs won by the second model are
+    Binomial(D, (pd + diff) / (2 pd)); the power sums the rejection region (:func:`_mcnemar_rejections`) over both.
+    Region cells whose D has probability below 1e-18 are dropped (they cannot move a power by more than that)."""
+    ds, ks, logc = _mcnemar_rejections(n, alpha)
+    logf = _log_factorials(n)
+    with np.errstate(divide="ignore"):
+        log_pd = ds * math.log(pd)
+        log_rest = (n - ds) * math.log1p(-pd) if pd < 1 else np.where(ds == n, 0.0, -np.inf)
+    base = logf[n] - logf[ds] - logf[n - ds] + log_pd + log_rest + logc  # log P(D) + log C(D, k)
+    keep = base - logc > math.log(1e-18)
+    ds, ks, base = ds[keep], ks[keep], base[keep]
+
+    def power(diff: float) -> float:
+        q = (pd + abs(diff)) / (2 * pd)
+
+        def tail(win: float) -> np.ndarray:  # P(D discordant, of which the side winning with ``win`` has only k)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                lw = np.where(ks > 0, ks * math.log(win) if win > 0 else -np.inf, 0.0)
+                ll = np.where(ds - ks > 0, (ds - ks) * math.log1p(-win) if win < 1 else -np.inf, 0.0)
+            return np.exp(base + lw + ll)
+
+        # Either side may be the smaller one; k < D/2 in the region, so the two events never overlap.
+        return float(min(1.0, tail(q).sum() + tail(1.0 - q).sum())) if ds.size else 0.0
+
+    return power
+
+
+def mcnemar_exact_power(n: int, p_discordant: float, diff: float, alpha: float = 0.05) -> float:
+    """The probability that the exact McNemar test rejects (p < alpha) on n pairs when a share ``p_discordant`` of
+    pairs is discordant and the two rates differ by ``diff`` (fractions: p10 - p01 = diff, p10 + p01 = pd). Exact
+    (binomial sums, see :func:`_power_curve`), no normal approximation."""
+    _check_n(n)
+    pd, d = float(p_discordant), abs(float(diff))
+    if not 0.0 < pd <= 1.0 or d > pd:
+        raise HHAlignError(f"mcnemar_exact_power needs 0 < p_discordant <= 1 and |diff| <= p_discordant, got "
+                           f"{p_discordant}, {diff}")
+    return _power_curve(n, pd, alpha)(d)
+
+
+def min_detectable_difference_mcnemar_exact(n: int, p_discordant: float | None = None, alpha: float = 0.05,
+                                            power: float = 0.8) -> float:
+    """Smallest difference in percentage points between two rates on the same n prompts that the exact McNemar
+    test detects with ``power`` at level ``alpha`` (:func:`mcnemar_exact_power`, solved for the difference by
+    bisection to 1e-4 points); ``inf`` when even ``diff = p_discordant`` is out of reach. ``p_discordant`` as in
+    :func:`min_detectable_difference_paired_binary` (None: 0.5). At the study's 50 prompts and p<0.05 the normal
+    approximation is 0.7 points optimistic (21.2 vs 21.9 at 30% discordant); at Holm's strictest step for 24 tests
+    it is 1.6 points pessimistic (29.3 vs 27.8)."""
+    _check_n(n)
+    pd = 0.5 if p_discordant is None else float(p_discordant)
+    if not 0.0 < pd <= 1.0:
+        raise HHAlignError(f"p_discordant must be in (0, 1], got {p_discordant}")
+    _z_alpha_power(alpha, power)  # the same checks of alpha and power
+    curve = _power_curve(n, pd, alpha)
+    if curve(pd) < power:
+        return math.inf
+    lo, hi = 0.0, pd
+    while hi - lo > 1e-6:  # curve(lo) < power <= curve(hi); the power rises with the difference
+        mid = (lo + hi) / 2
+        if curve(mid) >= power:
+            hi = mid
+        else:
+            lo = mid
+    return hi * 100.0
+
+
 # --- bootstrap helpers -----------------------------------------------------------------------------------------
 
 def _percentile_ci(samples: np.ndarray, alpha: float = 0.05) -> list[float]:
@@ -196,15 +307,16 @@ def _label_codes(a: list, b: list) -> tuple[np.ndarray, np.ndarray, int]:
     return ca, cb, len(codes)
 
 
-def _kappa_from_counts(n: int, agree: np.ndarray, chance: np.ndarray) -> np.ndarray:
+def _kappa_from_counts(n: int, agree: np.ndarray, chance: np.ndarray, undefined: float = 1.0) -> np.ndarray:
     """kappa = (n*agree - chance) / (n^2 - chance), in integers; chance = sum over labels of count_a * count_b.
 
     When both raters used one and the same label throughout, expected agreement is 1 and kappa is 0/0; the
-    observed agreement is then necessarily 1 too, and we return 1.0 (perfect agreement) rather than NaN.
+    observed agreement is then necessarily 1 too, and we return ``undefined``: 1.0 (perfect agreement) for the
+    estimate, NaN for a bootstrap resample (left out of the interval, as :func:`spearman_ci` does).
     """
     num = n * agree - chance
     den = n * n - chance
-    out = np.ones(num.shape, dtype=float)
+    out = np.full(num.shape, undefined, dtype=float)
     ok = den != 0
     out[ok] = num[ok] / den[ok]
     return out
@@ -222,7 +334,11 @@ def cohen_kappa(a: Sequence[Hashable], b: Sequence[Hashable]) -> float:
 
 
 def kappa_ci(a: Sequence[Hashable], b: Sequence[Hashable], n_boot: int = 2000, seed: int = 0) -> dict:
-    """Cohen's kappa with a seeded 95% percentile-bootstrap interval over items, and the raw agreement (percent)."""
+    """Cohen's kappa with a seeded 95% percentile-bootstrap interval over items, and the raw agreement (percent).
+
+    Resamples where kappa is 0/0 (both raters one and the same label throughout) have no kappa and are left out of
+    the interval; counting them as 1 would pull the upper end to 1.
+    """
     a, b = _paired(a, b, "kappa_ci")
     ca, cb, k = _label_codes(a, b)
     n = len(a)
@@ -232,7 +348,7 @@ def kappa_ci(a: Sequence[Hashable], b: Sequence[Hashable], n_boot: int = 2000, s
         offset = np.arange(idx.shape[0])[:, None] * k  # per-resample label counts in one bincount
         count_a = np.bincount((ra + offset).ravel(), minlength=idx.shape[0] * k).reshape(-1, k)
         count_b = np.bincount((rb + offset).ravel(), minlength=idx.shape[0] * k).reshape(-1, k)
-        boots.append(_kappa_from_counts(n, (ra == rb).sum(axis=1), (count_a * count_b).sum(axis=1)))
+        boots.append(_kappa_from_counts(n, (ra == rb).sum(axis=1), (count_a * count_b).sum(axis=1), math.nan))
     return {
         "kappa": cohen_kappa(a, b),
         "ci95": _percentile_ci(np.concatenate(boots)),

@@ -4,16 +4,13 @@ calls, and the registry entry read back from the card that was uploaded."""
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..errors import HHAlignError
 from ..files import read_json, write_json
 from ..refs import is_hub_id
-from ..secrets import check_no_secrets, known_tokens
 from .card import (
     CARD_FILE,
     MERGED_DIR,
@@ -25,71 +22,27 @@ from .card import (
     registry_metrics,
 )
 from .registry import update_registry
+from .results_hub import linked_results
+from .staging import (  # noqa: F401 - the upload mechanics, re-exported where they were first defined
+    MAX_FILE_MB,
+    STAGING_MARKER,
+    StagedRepo,
+    check_push,
+    check_repo_id,
+    check_staged,
+    copy_for_upload,
+    hub_error,
+    prepare_staging,
+    staged_files,
+    staging_for,
+    upload_repo,
+)
 
 logger = logging.getLogger(__name__)
-STAGING_MARKER = ".hhalign-staging"
-
 # --- checks -------------------------------------------------------------------------------------------------------
 
 
-def check_push(repo_id: str | None, token: str | None = None, *, option: str = "--push_to_hub",
-               id_option: str = "--hub_model_id") -> str:
-    """Validate a push request before any work; returns the token to use."""
-    if not repo_id:
-        raise HHAlignError(f"{option} needs {id_option} org/name: the Hub repository to create or update")
-    if not is_hub_id(repo_id, namespaced=True):
-        raise HHAlignError(f"{id_option} {repo_id!r} is not a Hub repo id: write org/name")
-    from huggingface_hub import constants, get_token
-
-    if constants.HF_HUB_OFFLINE:
-        raise HHAlignError(f"{option} with HF_HUB_OFFLINE=1 set: unset HF_HUB_OFFLINE to publish, or add --dry_run "
-                           "--staging DIR to write what would be uploaded")
-    token = token or get_token()
-    if not token:
-        raise HHAlignError(f"{option} needs a Hub token with write access: run `hf auth login` or set HF_TOKEN")
-    return token
-
-
-def hub_error(repo_id: str, exc: BaseException) -> HHAlignError:
-    """One line for a failed Hub call."""
-    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return HHAlignError(f"pushing to {repo_id} failed: {first} (check the id and that your token has write access); "
-                        "local files are unchanged")
-
-
 # --- staging ------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class StagedRepo:
-    """A staged Hub repository: its folder, its files (relative, sorted) and where it would go."""
-
-    path: Path
-    files: list[str]
-    repo_id: str
-    repo_type: str
-
-
-def prepare_staging(path: str | Path, marker: str = STAGING_MARKER, made_by: str = "hhalign") -> Path:
-    """An empty folder to stage into: new, empty, or one staged here before (replaced); anything else is refused."""
-    out = Path(path).expanduser().resolve()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not (out / marker).exists():
-            raise HHAlignError(f"--staging {str(path)!r} is not empty and was not made by {made_by}: choose an "
-                               "empty or new folder")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / marker).write_text(f"staged by {made_by}; safe to delete\n", encoding="utf-8")
-    return out
-
-
-def staged_files(folder: Path, marker: str = STAGING_MARKER) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != marker)
-
-
-def staging_for(staging: str | Path, repo_type: str, repo_id: str) -> Path:
-    """Where one repo of a multi-repo dry run goes: ``STAGING/models/ORG/NAME``, ``STAGING/datasets/ORG/NAME``."""
-    return Path(staging) / f"{repo_type}s" / repo_id
 
 
 def stage_checkpoint(checkpoint: str | Path, staging: str | Path, *, base_model_hub_id: str | None = None,
@@ -105,11 +58,7 @@ def stage_checkpoint(checkpoint: str | Path, staging: str | Path, *, base_model_
     for item in sorted(src.iterdir()):
         if not STAGE_FILES.match(item.name) or item.is_dir():
             continue
-        if item.is_symlink():
-            logger.warning(f"not uploading {item.name}: it is a symbolic link (copy the file itself there to "
-                           "publish it)")
-            continue
-        shutil.copy2(item, dst / item.name)
+        copy_for_upload(item, dst / item.name, max_mb=None)  # weights are large by nature: no size cap
     adapter_cfg = dst / "adapter_config.json"
     if adapter_cfg.exists():
         cfg = read_json(adapter_cfg, "adapter config", "restore the adapter's adapter_config.json")
@@ -147,7 +96,6 @@ def push_checkpoint(checkpoint: str | Path, hub_model_id: str, *, token: str | N
     ``card_metrics`` are read back from the staged card: the registry takes its numbers from there.
     """
     from ..eval.schema import load_metrics
-    from .results_hub import linked_results
 
     checkpoint = Path(checkpoint)
     if dry_run:
@@ -177,6 +125,7 @@ def push_checkpoint(checkpoint: str | Path, hub_model_id: str, *, token: str | N
         result = {"repo_id": hub_model_id, "files": files, "metrics_json": str(metrics_json) if metrics_json else None,
                   "metrics_model": metrics_model, "card_metrics": card_metrics, "results": results_url}
         if dry_run:
+            check_staged(staged, token)  # what the upload would refuse, the dry run refuses
             logger.info(f"dry run: {len(files)} files staged for {hub_model_id} in {staged}")
             return {**result, "staging": str(staged), "dry_run": True}
         result.update(upload_repo(staged, hub_model_id, "model", token, private,
@@ -185,35 +134,6 @@ def push_checkpoint(checkpoint: str | Path, hub_model_id: str, *, token: str | N
     write_json(checkpoint / PUSH_FILE, result)
     logger.info(f"pushed {checkpoint} to https://huggingface.co/{result['repo_id']}")
     return result
-
-
-def check_repo_id(repo_id: str | None, option: str = "--hub_model_id") -> None:
-    if not repo_id:
-        raise HHAlignError(f"{option} is required: the Hub repository as org/name")
-    if not is_hub_id(repo_id, namespaced=True):
-        raise HHAlignError(f"{option} {repo_id!r} is not a Hub repo id: write org/name")
-
-
-def upload_repo(folder: Path, repo_id: str, repo_type: str, token: str | None, private: bool, message: str,
-                api: Any = None, create: bool = True) -> dict:
-    """``create_repo(exist_ok=True)`` (unless done) then ``upload_folder`` of a staged folder; one-line errors. Every
-    staged file is scanned for tokens first."""
-    from huggingface_hub import HfApi
-
-    check_no_secrets([folder / f for f in staged_files(folder)], folder, known_tokens(token))
-    api = api or HfApi(token=token)
-    try:
-        if create:
-            repo = api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type)
-            repo_id = getattr(repo, "repo_id", None) or repo_id
-        logger.info(f"uploading {len(staged_files(folder))} files to {repo_type} {repo_id}")
-        commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type=repo_type,
-                                   commit_message=message, ignore_patterns=[STAGING_MARKER])
-    except HHAlignError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - HTTP, network and validation errors all become one line
-        raise hub_error(repo_id, exc) from None
-    return {"repo_id": repo_id, "commit_url": getattr(commit, "commit_url", None) or str(commit)}
 
 
 def read_card_metrics(card_path: Path, repo_id: str) -> dict | None:

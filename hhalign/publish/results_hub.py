@@ -20,18 +20,27 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import HHAlignError
 from ..eval.exports import ALPACA_FILE, EXPORTS_DIR, file_timestamp, folder_name, write_exports
+from ..eval.records import log_check, read_run_log
 from ..eval.schema import FILES, METRIC_KEYS, Metrics, load_metrics
 from ..files import ASSETS_DIR, read_json, read_log, write_json, write_jsonl, write_text
 from ..fmt import with_ci
-from .hub import check_push, check_repo_id, hub_error, prepare_staging, staged_files, upload_repo
 from .sources import prompt_source
+from .staging import (
+    check_push,
+    check_repo_id,
+    check_staged,
+    copy_for_upload,
+    hub_error,
+    prepare_staging,
+    staged_files,
+    upload_repo,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +90,8 @@ def stage_results(run_dir: str | Path, repo_id: str, staging: str | Path, existi
     ts = file_timestamp(metrics.settings.created)
     out = prepare_staging(staging)
     (out / METRICS_DIR).mkdir()
-    shutil.copy2(run_dir / FILES["metrics"], out / METRICS_DIR / f"metrics_{ts}.json")
-    records = read_log(run_dir / FILES["responses"])
+    copy_for_upload(run_dir / FILES["metrics"], out / METRICS_DIR / f"metrics_{ts}.json", FILES["metrics"])
+    records = read_run_log(run_dir / FILES["responses"])
     for model in metrics.models:
         folder = out / folder_name(model)
         folder.mkdir()
@@ -90,7 +99,7 @@ def stage_results(run_dir: str | Path, repo_id: str, staging: str | Path, existi
         exports = run_dir / EXPORTS_DIR / folder_name(model)
         for path in sorted(exports.glob("*")) if exports.is_dir() else []:
             if f"_{ts}." in path.name or path.name == ALPACA_FILE:  # this evaluation's files only
-                shutil.copy2(path, folder / path.name)
+                copy_for_upload(path, folder / path.name, str(path.relative_to(run_dir)))
     files = sorted(set(existing) | set(staged_files(out)))
     card = results_card(metrics, repo_id, dataset_configs(files), ts, command)
     card.save(str(out / "README.md"))
@@ -131,7 +140,7 @@ def push_results(run_dir: str | Path, repo_id: str, *, dry_run: bool = False, st
         if staging is None:
             raise HHAlignError("--dry_run writes the results dataset into --staging DIR: add --staging")
         out = stage_results(run_dir, repo_id, staging, (), command)
-        files = staged_files(out)
+        files = check_staged(out, token)  # the checks of the upload, token scan included
         logger.info(f"dry run: {len(files)} files of dataset {repo_id} staged in {out}")
         return {"repo_id": repo_id, "files": files, "staging": str(out), "dry_run": True}
     token = check_push(repo_id, token, option="--push_results_to_hub", id_option="--push_results_to_hub")
@@ -210,7 +219,7 @@ def results_folder(source: str | Path, cache_dir: str | Path | None = None) -> P
         if not path.is_file():
             raise HHAlignError(f"results dataset {text!r} lacks {path.relative_to(folder)} for model {model!r} of "
                                f"{latest.name}: push the evaluation again")
-        records += read_log(path)
+        records += read_log(path, log_check("responses"))
     write_jsonl(out / FILES["responses"], records)
     write_text(out / FILES["metrics"], latest.read_text(encoding="utf-8"))
     return out

@@ -46,6 +46,13 @@ class DeployConfig:
                 "e.g. \"--models sft=org/opt-350m-hh-sft --memory_budget_gb 12\"."})
     token: str | None = field(default=None, metadata={
         "help": "Hugging Face token with write access (default: HF_TOKEN or the `hf auth login` token)."})
+    max_file_mb: float = field(default=50.0, metadata={
+        "help": "Refuse to stage any file larger than this many MB (10**6 bytes): results, reports and code are far "
+                "smaller, so a bigger file is a mistake."})
+
+    def __post_init__(self) -> None:
+        if not self.max_file_mb > 0:
+            raise HHAlignError(f"--max_file_mb must be a positive number of MB, got {self.max_file_mb}")
 
 
 def check_space_id(space_id: str) -> str:
@@ -126,7 +133,7 @@ class Staged:
 
 
 def _prepare(out: Path) -> None:
-    from ..publish.hub import prepare_staging
+    from ..publish.staging import prepare_staging
 
     prepare_staging(out, MARKER, "space/deploy.py")
 
@@ -176,9 +183,13 @@ def package_files(package_dir: Path) -> list[Path]:
 
 
 def stage(out_dir: str | Path, results: str | Path | None = None, space_dir: Path | None = None,
-          package_dir: Path | None = None) -> Staged:
+          package_dir: Path | None = None, max_file_mb: float = 50.0) -> Staged:
     """Copy what the Space runs into ``out_dir``: app.py, README.md, requirements.txt, the package's files
-    (:func:`package_files`) as hhalign/, and results/."""
+    (:func:`package_files`) as hhalign/, and results/; every file through the upload checks
+    (:func:`hhalign.publish.hub.copy_for_upload`: regular files only, no hard links, no control characters in
+    names, at most ``max_file_mb`` MB)."""
+    from ..publish.staging import copy_for_upload
+
     out = Path(out_dir).expanduser().resolve()
     res = Path(results).expanduser() if results else None
     if res is not None and not (res / "metrics.json").is_file():
@@ -197,13 +208,13 @@ def stage(out_dir: str | Path, results: str | Path | None = None, space_dir: Pat
             shutil.copy2(space_dir / name, out / name)
     for rel in package_files(package_dir or PACKAGE_DIR):
         (out / "hhalign" / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2((package_dir or PACKAGE_DIR) / rel, out / "hhalign" / rel)
+        copy_for_upload((package_dir or PACKAGE_DIR) / rel, out / "hhalign" / rel, f"hhalign/{rel}", max_file_mb)
     if res is not None:
         (out / "results").mkdir()
         for pattern in RESULT_PATTERNS:
             for path in sorted(res.glob(pattern)):
                 if _shippable(path, res):
-                    shutil.copy2(path, out / "results" / path.name)
+                    copy_for_upload(path, out / "results" / path.name, str(path), max_file_mb)
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != MARKER)
     return Staged(out, files)
 
@@ -229,10 +240,9 @@ def _hub_error(space_id: str, exc: BaseException) -> HHAlignError:
     return HHAlignError(f"uploading to {space_id!r} failed: {first}")
 
 
-def upload(staged: Staged, space_id: str, token: str | None = None, private: bool = False,
-           space_args: str | None = None, api: Any = None) -> str:
-    """Create the Space if needed and replace its code and results with the staged folder; returns its URL. Every
-    staged file is scanned for tokens first (a Space is public by default)."""
+def check_upload(staged: Staged, space_id: str, token: str | None = None, space_args: str | None = None) -> None:
+    """Every check of an upload, made by ``--dry_run`` too: the Space id, no token in any staged file or in
+    --space_args (a Space is public by default)."""
     from ..secrets import check_no_secrets, find_secrets, known_tokens
 
     check_space_id(space_id)
@@ -241,6 +251,13 @@ def upload(staged: Staged, space_id: str, token: str | None = None, private: boo
     if space_args and (find_secrets(space_args) or any(k in space_args for k in known)):
         raise HHAlignError("refusing to upload: --space_args holds a token, and Space variables are public; pass "
                            "secrets as Space secrets in the Space's settings instead")
+
+
+def upload(staged: Staged, space_id: str, token: str | None = None, private: bool = False,
+           space_args: str | None = None, api: Any = None) -> str:
+    """Create the Space if needed and replace its code and results with the staged folder; returns its URL. Every
+    staged file is scanned for tokens first (a Space is public by default)."""
+    check_upload(staged, space_id, token, space_args)
     if api is None:
         from huggingface_hub import HfApi
 
@@ -276,15 +293,17 @@ def deploy(cfg: DeployConfig, api: Any = None) -> Staged:
     try:
         space_args, dataset = cfg.space_args, results_dataset(cfg.results)
         if dataset:  # a Hub results dataset: the Space reads it at start-up instead of shipping a results/ folder
-            staged = stage(out, None)
+            staged = stage(out, None, max_file_mb=cfg.max_file_mb)
             _, launch = link_results_dataset(staged, str(cfg.results))
             space_args = f"{space_args} {launch}" if space_args else launch
         else:
             from ..eval.results import resolve_results_source
 
-            staged = stage(out, resolve_results_source(cfg.results) if cfg.results else None)
+            staged = stage(out, resolve_results_source(cfg.results) if cfg.results else None,
+                           max_file_mb=cfg.max_file_mb)
         logger.info(f"staged {len(staged.files)} files in {staged.path}")
         if cfg.dry_run:
+            check_upload(staged, cfg.space_id, cfg.token, space_args)  # fails where the upload would
             print("\n".join(staged.files))
             return staged
         url = upload(staged, cfg.space_id, cfg.token, cfg.private, space_args, api)
