@@ -129,3 +129,40 @@ def test_roofline_takes_the_slower_of_decode_arithmetic_and_reads():
 
 def test_memory_bandwidth_is_in_bytes_per_second():
     assert 1e8 < memory_bandwidth(gib=0.01) < 1e13
+
+
+def test_bench_sample_follows_the_study_sets_length_distribution(hh_path):
+    from hhalign.bench.models import bench_prompts
+    from hhalign.data import build_prompt_set
+
+    paper = build_prompt_set("paper", str(hh_path))
+    category_of = {p.prompt: p.category for p in paper}
+    prompts, info = bench_prompts(8, str(hh_path))
+    assert len(prompts) == 8 and info["categories"] == {"harmful": 4, "helpful": 4}
+    assert info["sample"] == "stratified" and info["seed"] == 0
+    assert prompts == bench_prompts(8, str(hh_path))[0], "the draw is seeded"
+    other, _ = bench_prompts(8, str(hh_path), seed=1)
+    assert set(other) != set(prompts), "another seed, another sample"
+    # One prompt from each quarter of each category's length ranking: the sample spans short to long prompts.
+    for category in ("harmful", "helpful"):
+        ranked = sorted(len(p.prompt) for p in paper if p.category == category)
+        drawn = sorted(len(p) for p in prompts if category_of[p] == category)
+        for q, length in enumerate(drawn):
+            assert ranked[q * len(ranked) // 4] <= length <= ranked[(q + 1) * len(ranked) // 4 - 1]
+    first, info_first = bench_prompts(8, str(hh_path), sample="first")
+    assert first == [p.prompt for p in paper if p.category == "harmful"][:4] + \
+        [p.prompt for p in paper if p.category == "helpful"][:4]
+    assert info_first["chars"]["mean"] != info["chars"]["mean"]
+
+
+def test_bench_sample_refuses_too_many_prompts_and_reads_files(hh_path, tmp_path):
+    from hhalign.bench.models import bench_prompts
+    from hhalign.errors import HHAlignError
+
+    with pytest.raises(HHAlignError, match="--n 101: --prompts paper has only 100 prompts"):
+        bench_prompts(101, str(hh_path))
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(json.dumps({"prompt": "x" * k, "category": "helpful"}) + "\n" for k in range(1, 13)))
+    prompts, info = bench_prompts(3, None, str(path))
+    # One from each third of the 12 lengths: 1-4, 5-8, 9-12 characters.
+    assert [(len(p) - 1) // 4 for p in prompts] == [0, 1, 2] and info["categories"]["helpful"] == 3
