@@ -29,7 +29,7 @@ def _bench_script():
 
 def test_bench_cli_prints_the_table_with_peers_and_writes_json(tmp_path, capsys, one_thread):
     out = tmp_path / "bench.json"
-    argv = ["--tiny", "--n", "3", "--dataset", "", "--max_new_tokens", "6", "--peers", "--peer_cache",
+    argv = ["--tiny", "--n", "3", "--dataset", "", "--max_new_tokens", "6", "--peers", "--repeat", "2", "--peer_cache",
             str(tmp_path / "cache"), "--json", str(out)]
     assert cli_run(_bench_script().main, [BenchConfig], argv) == 0
     printed = capsys.readouterr().out
@@ -45,7 +45,20 @@ def test_bench_cli_prints_the_table_with_peers_and_writes_json(tmp_path, capsys,
                                       "fast_max_abs_diff", "reward_std"}
     assert result["roofline"] is None
     assert set(result["floor_s"]) == {"generation_fp32", "generation_fast", "scoring_fp32", "scoring_fast"}
-    assert {"cpu", "simd", "threads", "torch", "load_average", "load_average_end"} <= set(result["machine"])
+    assert {"cpu", "vendor", "family", "model", "model_name", "simd", "threads", "torch", "load_average",
+            "load_average_end", "kernels"} <= set(result["machine"])
+    chosen = result["machine"]["kernels"]["float32"]["chosen"]
+    assert set(chosen) == {"few", "many"} and f"fp32 linear kernels chosen at start-up: {chosen['many']}" in printed
+    assert f"Fast mode here: {result['settings']['fast_format']}" in printed
+    # --repeat 2: every system's two rounds, their mean and spread, the warm-up kept out of them and stated.
+    for task in ("generation", "scoring"):
+        for key in ("loop", "fp32", "fast"):
+            r = result[task]["rounds"][key]
+            assert len(r["rounds_s"]) == 2 and r["best_s"] == min(r["rounds_s"]) == result[task][f"{key}_s"]
+            assert r["warmup_s"] > 0 and r["sd_s"] >= 0 and len(r["vs_loop_rounds"]) == 2
+    assert "excluded" in result["settings"]["warmup"] and "mean ± sd (s)" in printed
+    sample = result["settings"]["prompt_sample"]
+    assert sample["sample"] == "stratified" and len(sample["prompt_ids"]) == 3
     assert result["generation"]["fp32_identical"] == 3
     assert result["scoring"]["fp32_max_abs_diff"] < 1e-4
     peers = {(p["task"], p["system"], p["format"]): p for p in result["peers"]}

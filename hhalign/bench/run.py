@@ -120,6 +120,9 @@ def _prepare(peers: list[Peer], task: str) -> tuple[dict[str, Any], list[dict]]:
         except Skipped as exc:
             row["skipped"] = str(exc)
             logger.info(f"  {name}: skipped ({exc})")
+        except Exception as exc:  # noqa: BLE001 - a peer's failed conversion is a row of the table, not a crash
+            row["skipped"] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+            logger.warning(f"  {name}: {row['skipped']}")
         row["setup_s"] = time.perf_counter() - start
         rows.append(row)
     return ready, rows

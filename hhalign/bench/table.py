@@ -3,6 +3,16 @@ and how far each system's answers are from one prompt (pair) at a time in float3
 
 from __future__ import annotations
 
+# What fast mode runs as, per format (hhalign.engine.precision.fast_format picks it per machine).
+FAST_MODES = {
+    "bfloat16": "the CPU or GPU multiplies bfloat16 natively; matrix products in bfloat16, layer norms, softmax and "
+                "DeBERTa's attention in float32",
+    "int8": "no bfloat16 arithmetic on this CPU (no AVX512-BF16 or AMX), so the linear layers run as PyTorch's "
+            "dynamically quantized int8 (per-channel weights, activations quantized per call); attention, layer "
+            "norms and softmax stay float32",
+    "float32": "no faster number format on this hardware: fast mode is float32",
+}
+
 
 def rows(result: dict) -> list[dict]:
     """Every timed (or skipped) system as one row: hhalign's modes first, then the peers, generation then scoring."""
@@ -63,6 +73,8 @@ def format_table(result: dict) -> str:
         "",
     ]
     many = settings["repeat"] > 1
+    why = FAST_MODES.get(settings["fast_format"], "")
+    lines += [f"Fast mode here: {settings['fast_format']}" + (f" ({why})" if why else "") + ".", ""]
     header = ["task", "system", "format", "time (s)", *(["mean ± sd (s)", "vs loop per round"] if many else []),
               "vs loop", *(["x floor"] if floor else []), "equality"]
     lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" if h in ("task", "system", "format", "equality")
