@@ -7,8 +7,12 @@ the load average before and after. Nothing is downloaded. A default run (8 promp
 minutes on a 2-core CPU, most of it the study's loop; --peers with 16 prompts and 2 rounds about 15 minutes.
 
 Usage:
-    # the default: 8 of the study's prompts (4 harmful, 4 helpful) from the local HH-RLHF copy
+    # the default: 8 of the study's 100 prompts (4 harmful, 4 helpful), one from each length stratum (seed 0)
     python batch/bench.py
+    # another sample of the same length profile, the first prompts as before, or your own prompts file
+    python batch/bench.py --sample_seed 1
+    python batch/bench.py --sample first
+    python batch/bench.py --prompts my_prompts.jsonl
 
     # the README's table: 16 prompts, the peers (transformers generate and generate_batch, CTranslate2, vLLM,
     # a padded transformers batch, ONNX Runtime; those not installed are listed as skipped), best of 2 rounds

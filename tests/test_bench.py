@@ -29,7 +29,7 @@ def _bench_script():
 
 def test_bench_cli_prints_the_table_with_peers_and_writes_json(tmp_path, capsys, one_thread):
     out = tmp_path / "bench.json"
-    argv = ["--tiny", "--n", "3", "--dataset", "", "--max_new_tokens", "6", "--peers", "--peer_cache",
+    argv = ["--tiny", "--n", "3", "--dataset", "", "--max_new_tokens", "6", "--peers", "--repeat", "2", "--peer_cache",
             str(tmp_path / "cache"), "--json", str(out)]
     assert cli_run(_bench_script().main, [BenchConfig], argv) == 0
     printed = capsys.readouterr().out
@@ -45,7 +45,20 @@ def test_bench_cli_prints_the_table_with_peers_and_writes_json(tmp_path, capsys,
                                       "fast_max_abs_diff", "reward_std"}
     assert result["roofline"] is None
     assert set(result["floor_s"]) == {"generation_fp32", "generation_fast", "scoring_fp32", "scoring_fast"}
-    assert {"cpu", "simd", "threads", "torch", "load_average", "load_average_end"} <= set(result["machine"])
+    assert {"cpu", "vendor", "family", "model", "model_name", "simd", "threads", "torch", "load_average",
+            "load_average_end", "kernels"} <= set(result["machine"])
+    chosen = result["machine"]["kernels"]["float32"]["chosen"]
+    assert set(chosen) == {"few", "many"} and f"fp32 linear kernels chosen at start-up: {chosen['many']}" in printed
+    assert f"Fast mode here: {result['settings']['fast_format']}" in printed
+    # --repeat 2: every system's two rounds, their mean and spread, the warm-up kept out of them and stated.
+    for task in ("generation", "scoring"):
+        for key in ("loop", "fp32", "fast"):
+            r = result[task]["rounds"][key]
+            assert len(r["rounds_s"]) == 2 and r["best_s"] == min(r["rounds_s"]) == result[task][f"{key}_s"]
+            assert r["warmup_s"] > 0 and r["sd_s"] >= 0 and len(r["vs_loop_rounds"]) == 2
+    assert "excluded" in result["settings"]["warmup"] and "mean ± sd (s)" in printed
+    sample = result["settings"]["prompt_sample"]
+    assert sample["sample"] == "stratified" and len(sample["prompt_ids"]) == 3
     assert result["generation"]["fp32_identical"] == 3
     assert result["scoring"]["fp32_max_abs_diff"] < 1e-4
     peers = {(p["task"], p["system"], p["format"]): p for p in result["peers"]}
@@ -170,3 +183,40 @@ def test_memory_bandwidth_is_in_bytes_per_second():
         best = min(best, time.perf_counter() - start)
     ours = memory_bandwidth(gib=2**25 / 2**30, repeat=5)
     assert 0.6 < ours / (2 * 2**25 / best) < 1.7  # a GiB/s, a missed read or write, or bits would be far outside
+
+
+def test_bench_sample_follows_the_study_sets_length_distribution(hh_path):
+    from hhalign.bench.models import bench_prompts
+    from hhalign.data import build_prompt_set
+
+    paper = build_prompt_set("paper", str(hh_path))
+    category_of = {p.prompt: p.category for p in paper}
+    prompts, info = bench_prompts(8, str(hh_path))
+    assert len(prompts) == 8 and info["categories"] == {"harmful": 4, "helpful": 4}
+    assert info["sample"] == "stratified" and info["seed"] == 0
+    assert prompts == bench_prompts(8, str(hh_path))[0], "the draw is seeded"
+    other, _ = bench_prompts(8, str(hh_path), seed=1)
+    assert set(other) != set(prompts), "another seed, another sample"
+    # One prompt from each quarter of each category's length ranking: the sample spans short to long prompts.
+    for category in ("harmful", "helpful"):
+        ranked = sorted(len(p.prompt) for p in paper if p.category == category)
+        drawn = sorted(len(p) for p in prompts if category_of[p] == category)
+        for q, length in enumerate(drawn):
+            assert ranked[q * len(ranked) // 4] <= length <= ranked[(q + 1) * len(ranked) // 4 - 1]
+    first, info_first = bench_prompts(8, str(hh_path), sample="first")
+    assert first == [p.prompt for p in paper if p.category == "harmful"][:4] + \
+        [p.prompt for p in paper if p.category == "helpful"][:4]
+    assert info_first["chars"]["mean"] != info["chars"]["mean"]
+
+
+def test_bench_sample_refuses_too_many_prompts_and_reads_files(hh_path, tmp_path):
+    from hhalign.bench.models import bench_prompts
+    from hhalign.errors import HHAlignError
+
+    with pytest.raises(HHAlignError, match="--n 101: --prompts paper has only 100 prompts"):
+        bench_prompts(101, str(hh_path))
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(json.dumps({"prompt": "x" * k, "category": "helpful"}) + "\n" for k in range(1, 13)))
+    prompts, info = bench_prompts(3, None, str(path))
+    # One from each third of the 12 lengths: 1-4, 5-8, 9-12 characters.
+    assert [(len(p) - 1) // 4 for p in prompts] == [0, 1, 2] and info["categories"]["helpful"] == 3

@@ -17,8 +17,17 @@ class BenchConfig:
     """Options of ``batch/bench.py``; every field is a CLI flag (``--field_name``)."""
 
     n: int = field(default=DEFAULT_N, metadata={
-        "help": "Prompts to time (the first n/2 harmful and n/2 helpful prompts of the study's set; the study's "
+        "help": "Prompts to time, drawn from --prompts as --sample says (n - n/2 harmful, n/2 helpful; the study's "
                 "loop dominates the run: about 5 s a prompt for OPT-350M on a 2-core CPU, plus 1 s a pair scored)."})
+    prompts: str = field(default="paper", metadata={
+        "help": "Where the timed prompts come from: a prompt set (paper: the study's 100; paper-large, sample, "
+                "harmful-all, demo) or a JSONL file of prompts."})
+    sample: Literal["stratified", "first"] = field(default="stratified", metadata={
+        "help": "stratified: per category, one prompt from each of n/2 equal-count length strata, drawn with "
+                "--sample_seed (the sample follows the set's length distribution); first: the first n/2 of each "
+                "category (the bench before this option)."})
+    sample_seed: int = field(default=0, metadata={
+        "help": "Seed of the stratified draw: another seed gives another sample of the same length profile."})
     dataset: str = field(default="../shared/data/hh-rlhf", metadata={
         "help": "Local HH-RLHF folder for the study's prompts and the stand-in tokenizers; when it does not exist the "
                 "shipped demo prompts are used (nothing is downloaded)."})

@@ -39,16 +39,25 @@ def timed(fn: Callable[[], Any], device: str = "cpu") -> tuple[Any, float]:
     return result, time.perf_counter() - start
 
 
-def interleaved(systems: dict[str, Callable[[], Any]], rounds: int, device: str) -> tuple[dict[str, Any],
-                                                                                          dict[str, float]]:
+def spread(times: Sequence[float]) -> dict:
+    """Best, mean and standard deviation (0 for one round) of one system's round times, and the rounds."""
+    return {"best_s": min(times), "mean_s": statistics.fmean(times),
+            "sd_s": statistics.stdev(times) if len(times) > 1 else 0.0, "rounds_s": list(times)}
+
+
+def interleaved(systems: dict[str, Callable[[], Any]], rounds: int, device: str,
+                times: dict[str, list[float]] | None = None) -> tuple[dict[str, Any], dict[str, float]]:
     """Each system's result and fastest time over ``rounds``; a round runs every system once, so a burst of load
-    from other processes hits one round, not every run of one system (other processes only ever add time)."""
+    from other processes hits one round, not every run of one system (other processes only ever add time). Every
+    round's time lands in ``times`` (name -> list) when given."""
     results: dict[str, Any] = {}
     best = {name: float("inf") for name in systems}
     for round_ in range(rounds):
         for name, fn in systems.items():
             results[name], secs = timed(fn, device)
             best[name] = min(best[name], secs)
+            if times is not None:
+                times.setdefault(name, []).append(secs)
             logger.info(f"  {name}: {secs:.1f} s" + (f" (round {round_ + 1}/{rounds})" if rounds > 1 else "")
                         + f", load {load_average()[0]}")
     return results, best
@@ -171,19 +180,40 @@ def scoring_flops(model: Any, lengths: Sequence[int]) -> float:
     return total
 
 
-SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni", "avx_vnni")
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile", "avx512_vnni",
+              "avx_vnni")
+
+
+def cpu_identity() -> dict:
+    """Vendor, family, model number and model name of the first CPU in /proc/cpuinfo (None where absent): which
+    kernels run fastest, and so every ratio of the benchmark, depends on them."""
+    fields = {"vendor_id": "vendor", "cpu family": "family", "model": "model", "model name": "model_name"}
+    info: dict[str, Any] = dict.fromkeys(fields.values())
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if not line.strip():
+                    break  # the first processor's block is enough
+                key, _, value = line.partition(":")
+                if key.strip() in fields:
+                    value = value.strip()
+                    info[fields[key.strip()]] = int(value) if value.isdigit() else value
+    except OSError:
+        pass
+    return info
 
 
 def machine_info(device: str, threads: int) -> dict:
-    """The CPU (model name, SIMD flags), threads, torch version, GPU and the load average now."""
+    """The CPU (vendor, family, model, model name, SIMD flags), threads, torch version, GPU and the load average
+    now."""
     import torch
 
     from ..env import cpu_flags, cpu_model
 
     flags = cpu_flags()
-    info = {"cpu": cpu_model(), "cpus": os.cpu_count(), "simd": [f for f in SIMD_FLAGS if f in flags],
-            "threads": threads, "device": device, "torch": torch.__version__, "gpu": None,
-            "load_average": load_average()}
+    info = {"cpu": cpu_model(), **cpu_identity(), "cpus": os.cpu_count(),
+            "simd": [f for f in SIMD_FLAGS if f in flags], "threads": threads, "device": device,
+            "torch": torch.__version__, "gpu": None, "load_average": load_average()}
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(0)
     return info

@@ -30,6 +30,8 @@ POLICY_SHAPES = {
     "opt-350m": ("opt", "OPT_350M", POLICY_VOCAB, "OPT-350M"),
     "smollm2-360m": ("llama", "SMOLLM2_360M", 49152, "SmolLM2-360M (Llama family)"),
 }
+# How --sample draws the timed prompts from --prompts (see bench_prompts).
+SAMPLES = ("stratified", "first")
 
 
 @dataclass
@@ -95,19 +97,74 @@ def stand_ins(tiny: bool, dataset: str | None, seed: int, policy_shape: str = "o
                     f"classes, {len(ptok)} and {len(rtok)} tokens) trained on {source}")
 
 
-def bench_prompts(n: int, dataset: str | None) -> tuple[list[str], str]:
-    """The first ``n`` prompts of the study's set, half harmful and half helpful, else the demo prompts (cycled)."""
-    from ..data import build_prompt_set, limit_prompts
+def _strata(prompts: list, k: int, rng: Any) -> list:
+    """``k`` prompts that follow ``prompts``' length distribution: sorted by length (characters), cut into ``k``
+    strata of (nearly) equal count, one drawn at random from each, returned shortest stratum first."""
+    ranked = sorted(prompts, key=lambda p: (len(p.prompt), p.prompt_id))
+    bounds = [round(i * len(ranked) / k) for i in range(k + 1)]
+    return [ranked[rng.randrange(bounds[i], bounds[i + 1])] for i in range(k) if bounds[i + 1] > bounds[i]]
+
+
+def bench_prompts(n: int, dataset: str | None, source: str = "paper", sample: str = "stratified",
+                  seed: int = 0) -> tuple[list[str], dict]:
+    """``n`` prompts of ``source`` (a prompt set of :func:`hhalign.data.build_prompt_set` or a JSONL file; without a
+    local HH-RLHF copy the study's sets fall back to the demo prompts) and a description of the sample.
+
+    ``stratified`` (default): per category (n - n//2 harmful, n//2 helpful, or all n from a one-category source),
+    one prompt drawn with ``seed`` from each of that many equal-count length strata, so the sample follows the
+    source's length distribution and another seed gives another sample of the same shape; ``first``: the first
+    prompts of each category, in order."""
+    import random
+    import statistics
+
+    from ..data import CATEGORIES, build_prompt_set, limit_prompts
 
     if n <= 0:
         raise HHAlignError(f"--n must be a positive number of prompts, got {n}")
-    if dataset and Path(dataset).expanduser().is_dir():
-        prompts = build_prompt_set("paper", dataset)
-        harmful = [p.prompt for p in limit_prompts(prompts, n - n // 2) if p.category == "harmful"]
-        helpful = [p.prompt for p in limit_prompts(prompts, n // 2) if p.category == "helpful"]
-        chosen = harmful + helpful
-        if len(chosen) < n:
-            raise HHAlignError(f"--n {n}: the study's prompt set has only {len(prompts)} prompts")
-        return chosen, f"the study's prompts ({len(harmful)} harmful + {len(helpful)} helpful, from {dataset})"
-    demo = [p.prompt for p in build_prompt_set("demo")]
-    return [demo[i % len(demo)] for i in range(n)], "hhalign's demo prompts (no local HH-RLHF copy)"
+    if sample not in SAMPLES:
+        raise HHAlignError(f"unknown --sample {sample!r}: use one of {', '.join(SAMPLES)}")
+    from ..data import PROMPT_SETS
+
+    needs_dataset = source in PROMPT_SETS and source != "demo"
+    if needs_dataset and not (dataset and Path(dataset).expanduser().is_dir()):
+        where = f"hhalign's demo prompts (no local HH-RLHF copy at {dataset!r})"
+        pool, demo = build_prompt_set("demo"), True
+    else:
+        demo = source == "demo"
+        pool = build_prompt_set(source, dataset) if needs_dataset else build_prompt_set(source)
+        where = f"{source} ({dataset})" if needs_dataset else source
+    if not pool:
+        raise HHAlignError(f"--prompts {source}: no prompts in it")
+    by_cat = {c: [p for p in pool if p.category == c] for c in CATEGORIES}
+    present = [c for c in CATEGORIES if by_cat[c]]  # prompt files may hold one category only
+    wanted = {CATEGORIES[0]: n - n // 2, CATEGORIES[1]: n // 2} if len(present) == 2 else {present[0]: n}
+    if n > len(pool):
+        # The demo prompts (a smoke test's source) are cycled: a timing needs n prompts, not n distinct ones.
+        if not demo:
+            raise HHAlignError(f"--n {n}: --prompts {source} has only {len(pool)} prompts; use a larger set "
+                               "(paper-large) or a smaller --n")
+        chosen = [pool[i % len(pool)] for i in range(n)]
+    elif sample == "first":
+        chosen = [p for c, k in wanted.items() for p in limit_prompts(by_cat[c], k) if k]
+    else:
+        rng = random.Random(seed)
+        chosen = []
+        for c, k in wanted.items():
+            if k > len(by_cat[c]):
+                raise HHAlignError(f"--n {n}: --prompts {source} has only {len(by_cat[c])} {c} prompts for {k}")
+            chosen += _strata(by_cat[c], k, rng) if k else []
+    if len(chosen) < n:
+        raise HHAlignError(f"--n {n}: --prompts {source} gives only {len(chosen)} prompts")
+
+    def chars(ps: list) -> dict:
+        lengths = sorted(len(p.prompt) for p in ps)
+        return {"n": len(lengths), "mean": round(statistics.fmean(lengths), 1),
+                "quartiles": [lengths[(len(lengths) - 1) * q // 4] for q in range(5)]}
+
+    counts = {c: sum(p.category == c for p in chosen) for c in CATEGORIES}
+    info = {"source": where, "sample": sample, "seed": seed, "categories": counts,
+            "prompt_ids": [p.prompt_id for p in chosen], "chars": chars(chosen), "source_chars": chars(pool)}
+    text = ", ".join(f"{k} {c}" for c, k in counts.items() if k)
+    info["description"] = (f"{len(chosen)} prompts of {where} ({text}), "
+                           + (f"stratified by length, seed {seed}" if sample == "stratified" else "the first ones"))
+    return [p.prompt for p in chosen], info

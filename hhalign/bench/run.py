@@ -31,12 +31,18 @@ from .measure import (
     memory_bandwidth,
     reward_error,
     scoring_flops,
+    spread,
+    timed,
 )
 from .models import StandIns, bench_prompts, stand_ins
 from .peers import Peer, Skipped, generation_peers, scoring_peers
 from .table import format_table
 
 logger = logging.getLogger(__name__)
+
+WARMUP = ("excluded: every system ran once on the shortest prompt (pair) before the timed rounds, so kernel choice, "
+          "weight prepacking, the packed scorer's build and peers' sessions are not in the times; warmup_s per system "
+          "says what that first call took")
 
 __all__ = ["BenchConfig", "format_table", "main", "run"]
 
@@ -51,7 +57,10 @@ def run(cfg: BenchConfig) -> dict:
     device = resolve_device(cfg.device)
     fmt = fast_format(device) if cfg.fast == "auto" else cfg.fast
     machine = machine_info(device, torch.get_num_threads())
-    prompts, prompt_source = bench_prompts(cfg.n, cfg.dataset)
+    prompts, sample = bench_prompts(cfg.n, cfg.dataset, cfg.prompts, cfg.sample, cfg.sample_seed)
+    prompt_source = sample["description"]
+    if device == "cpu":
+        machine["kernels"] = _kernels(fmt)
     start = time.perf_counter()
     models = stand_ins(cfg.tiny, cfg.dataset, cfg.seed, cfg.policy_shape)
     logger.info(f"{models.description} ({time.perf_counter() - start:.0f} s) on {device}; {len(prompts)} prompts: "
@@ -84,8 +93,9 @@ def run(cfg: BenchConfig) -> dict:
         "roofline": _roofline(prefill_flops, gen_flops - prefill_flops, read_bytes, rates.get("float32"), bandwidth,
                               generation["fp32_s"]),
         "machine": machine,
-        "settings": {"fast_format": fmt, "prompts": prompt_source, "models": models.description,
-                     **{k: v for k, v in asdict(cfg).items() if k != "json"}},
+        "settings": {**{k: v for k, v in asdict(cfg).items() if k != "json"}, "fast_format": fmt,
+                     "prompt_source": prompt_source, "prompt_sample": sample, "models": models.description,
+                     "warmup": WARMUP},
         "peers": peers + score_peers,
     }
     for row in result["peers"]:
@@ -110,33 +120,44 @@ def _prepare(peers: list[Peer], task: str) -> tuple[dict[str, Any], list[dict]]:
         except Skipped as exc:
             row["skipped"] = str(exc)
             logger.info(f"  {name}: skipped ({exc})")
+        except Exception as exc:  # noqa: BLE001 - a peer's failed conversion is a row of the table, not a crash
+            row["skipped"] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+            logger.warning(f"  {name}: {row['skipped']}")
         row["setup_s"] = time.perf_counter() - start
         rows.append(row)
     return ready, rows
 
 
 def _time_all(systems: dict[str, Any], peers: dict[str, Any], rows: list[dict], cfg: BenchConfig, device: str,
-              warm: list[int], everything: list[int]) -> tuple[dict[str, Any], dict[str, float]]:
-    """Warm every system up on a short input (one-time costs such as allocator growth, kernel selection and
-    sessions land outside the timings), then time them all in interleaved rounds. A peer that fails its warm-up is
-    listed as failed, not timed."""
-    for fn in systems.values():
-        fn(warm)
+              warm: list[int], everything: list[int]) -> tuple[dict[str, Any], dict[str, float], dict[str, dict]]:
+    """Warm every system up on a short input (one-time costs such as allocator growth, kernel selection, weight
+    prepacking and sessions land outside the timings; their seconds are reported as ``warmup_s``), then time them
+    all in interleaved rounds. A peer that fails its warm-up is listed as failed, not timed. Returns the outputs,
+    the best times and each system's rounds (:func:`.measure.spread`)."""
+    warmup: dict[str, float] = {}
+    for name, fn in systems.items():
+        warmup[name] = timed(lambda fn=fn: fn(warm))[1]
     for name, fn in list(peers.items()):
         try:
-            fn(warm)
+            warmup[name] = timed(lambda fn=fn: fn(warm))[1]
         except Exception as exc:  # noqa: BLE001 - another project's failure is a row of the table, not a crash
             del peers[name]
             row = next(r for r in rows if f"{r['system']}, {r['format']}" == name)
             row["skipped"] = f"failed: {str(exc).splitlines()[0][:120]}"
             logger.warning(f"  {name}: {row['skipped']}")
+    times: dict[str, list[float]] = {}
     out, secs = interleaved({name: (lambda fn=fn: fn(everything)) for name, fn in {**systems, **peers}.items()},
-                            cfg.repeat, device)
+                            cfg.repeat, device, times)
+    rounds = {name: {**spread(t), "warmup_s": warmup[name]} for name, t in times.items()}
+    for name, r in rounds.items():
+        # Against the loop of the same round: a load burst slows one round, not one system.
+        r["vs_loop_rounds"] = [a / b for a, b in zip(times["loop"], times[name])]
     for row in rows:
         name = f"{row['system']}, {row['format']}"
         if name in secs:
             row["time_s"] = secs[name]
-    return out, secs
+            row["rounds"] = rounds[name]
+    return out, secs, rounds
 
 
 def _bench_generation(cfg: BenchConfig, device: str, fmt: str, models: StandIns, prompts: list[str],
@@ -173,7 +194,7 @@ def _bench_generation(cfg: BenchConfig, device: str, fmt: str, models: StandIns,
     shortest = min(range(len(ids)), key=lambda i: len(ids[i]))
     logger.info(f"generation: the study's loop, the engine in float32 and {fmt}"
                 + (f", {len(ready)} peers" if cfg.peers else "") + " ...")
-    out, secs = _time_all(systems, ready, rows, cfg, device, [shortest], list(range(len(ids))))
+    out, secs, rounds = _time_all(systems, ready, rows, cfg, device, [shortest], list(range(len(ids))))
     loop_new = out["loop"]
     for row in rows:
         if row["time_s"] is not None:
@@ -189,6 +210,7 @@ def _bench_generation(cfg: BenchConfig, device: str, fmt: str, models: StandIns,
         "flops": generation_flops(policy, [len(i) for i in ids], [len(x) for x in loop_new], new),
         "prefill_flops": generation_flops(policy, [len(i) for i in ids], [1] * len(ids), 1),
         "decode_bytes": decode_bytes(policy, [len(i) for i in ids], [len(x) for x in loop_new], new),
+        "rounds": {k: rounds[k] for k in ("loop", "fp32", "fast")},
     }
     responses = [postprocess(tokenizer.decode(x, skip_special_tokens=True)) for x in out["fp32"]]
     models.policy = policy.to("cpu")
@@ -217,7 +239,7 @@ def _bench_scoring(cfg: BenchConfig, device: str, fmt: str, models: StandIns, pr
     logger.info(f"scoring: the study's loop, the engine in float32 and {fmt}"
                 + (f", {len(ready)} peers" if cfg.peers else "") + " ...")
     shortest = min(range(len(prompts)), key=lambda i: lengths[i])
-    out, secs = _time_all(systems, ready, rows, cfg, device, [shortest], list(range(len(prompts))))
+    out, secs, rounds = _time_all(systems, ready, rows, cfg, device, [shortest], list(range(len(prompts))))
     loop = out["loop"]
     for row in rows:
         if row["time_s"] is not None:
@@ -228,8 +250,20 @@ def _bench_scoring(cfg: BenchConfig, device: str, fmt: str, models: StandIns, pr
         "fast_s": secs["fast"], "fp32_ratio": secs["loop"] / secs["fp32"], "fast_ratio": secs["loop"] / secs["fast"],
         "fp32_max_abs_diff": fp32_error["max_abs_diff"], "fast_max_abs_diff": fast_error["max_abs_diff"],
         "reward_std": fp32_error["reward_std"], "fp32_error": fp32_error, "fast_error": fast_error,
-        "flops": scoring_flops(reward, lengths),
+        "flops": scoring_flops(reward, lengths), "rounds": {k: rounds[k] for k in ("loop", "fp32", "fast")},
     }, rows
+
+
+def _kernels(fmt: str) -> dict:
+    """The linear kernels the engines picked at start-up on this CPU (float32 and the fast format where it is a
+    float format) and the one-thread GFLOP/s each candidate reached when they were timed."""
+    from ..engine.kernels import KERNEL_RATES, measured_kernels
+
+    out = {}
+    for name in dict.fromkeys(["float32"] + ([fmt] if fmt == "bfloat16" else [])):
+        chosen = measured_kernels(name)
+        out[name] = {"chosen": chosen, "gflops_one_thread": KERNEL_RATES.get(name)}
+    return out
 
 
 def _roofline(prefill_flops: float, decode_flops: float, read_bytes: float, rate: float | None,

@@ -3,6 +3,16 @@ and how far each system's answers are from one prompt (pair) at a time in float3
 
 from __future__ import annotations
 
+# What fast mode runs as, per format (hhalign.engine.precision.fast_format picks it per machine).
+FAST_MODES = {
+    "bfloat16": "the CPU or GPU multiplies bfloat16 natively; matrix products in bfloat16, layer norms, softmax and "
+                "DeBERTa's attention in float32",
+    "int8": "no bfloat16 arithmetic on this CPU (no AVX512-BF16 or AMX), so the linear layers run as PyTorch's "
+            "dynamically quantized int8 (per-channel weights, activations quantized per call); attention, layer "
+            "norms and softmax stay float32",
+    "float32": "no faster number format on this hardware: fast mode is float32",
+}
+
 
 def rows(result: dict) -> list[dict]:
     """Every timed (or skipped) system as one row: hhalign's modes first, then the peers, generation then scoring."""
@@ -24,6 +34,9 @@ def rows(result: dict) -> list[dict]:
          "max_abs_diff": s["fast_max_abs_diff"], "max_diff_over_std": s["fast_error"]["max_diff_over_std"]},
         *[p for p in result.get("peers", []) if p["task"] == "scoring"],
     ]
+    own = [r for r in out if "skipped" not in r]  # hhalign's six rows: the peers' rows all have the key
+    for row, key in zip(own, ("loop", "fp32", "fast") * 2):
+        row["rounds"] = result[row["task"]].get("rounds", {}).get(key)
     return out
 
 
@@ -45,17 +58,25 @@ def format_table(result: dict) -> str:
     """The benchmark as Markdown: the machine and load, the workload, one row per system, the floor."""
     g, s, m, settings = result["generation"], result["scoring"], result["machine"], result["settings"]
     floor = result["floor_s"] if result["floor_s"].get("generation_fp32") is not None else None
-    where = m["gpu"] or f"{m['cpu']}, {m['cpus']} CPUs ({', '.join(m['simd']) or 'no AVX'})"
+    family = f" (vendor {m['vendor']}, family {m['family']}, model {m['model']})" if m.get("family") else ""
+    where = m["gpu"] or f"{m['cpu']}{family}, {m['cpus']} CPUs ({', '.join(m['simd']) or 'no AVX'})"
+    kernels = "; ".join(f"{_fmt_short(k)} linear kernels chosen at start-up: {v['chosen']['many']} (many rows), "
+                        f"{v['chosen']['few']} (few rows)" for k, v in (m.get("kernels") or {}).items())
     loads = f"{m['load_average'][0]} before, {m['load_average_end'][0]} after"
     lines = [
         f"Machine: {where}; {m['threads']} torch threads; torch {m['torch']}; 1-minute load average {loads} (the "
-        f"benchmark itself adds about its {m['threads']} threads).",
+        f"benchmark itself adds about its {m['threads']} threads)" + (f". {kernels}." if kernels else "."),
         f"Generation: {g['n']} prompts ({g['prompt_tokens']} tokens) x {g['max_new_tokens']} new tokens, greedy; "
-        f"scoring: {s['n']} (prompt, answer) pairs ({s['tokens']} tokens); {settings['models']}. Best of "
-        f"{settings['repeat']} interleaved round(s).",
+        f"scoring: {s['n']} (prompt, answer) pairs ({s['tokens']} tokens); {settings['models']}. Prompts: "
+        f"{settings['prompt_source']}. Best of {settings['repeat']} interleaved round(s); each system's first call "
+        f"(warm-up) is not timed.",
         "",
     ]
-    header = ["task", "system", "format", "time (s)", "vs loop", *(["x floor"] if floor else []), "equality"]
+    many = settings["repeat"] > 1
+    why = FAST_MODES.get(settings["fast_format"], "")
+    lines += [f"Fast mode here: {settings['fast_format']}" + (f" ({why})" if why else "") + ".", ""]
+    header = ["task", "system", "format", "time (s)", *(["mean ± sd (s)", "vs loop per round"] if many else []),
+              "vs loop", *(["x floor"] if floor else []), "equality"]
     lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" if h in ("task", "system", "format", "equality")
                                                           else "---:" for h in header) + "|"]
     for row in rows(result):
@@ -63,11 +84,16 @@ def format_table(result: dict) -> str:
         n = g["n"] if row["task"] == "generation" else s["n"]
         label = [row["task"], row["system"], _fmt_short(row["format"])]
         if row.get("skipped"):
-            lines.append("| " + " | ".join(label + ["-", "-", *(["-"] if floor else []), "skipped: " + row["skipped"]])
-                         + " |")
+            lines.append("| " + " | ".join(label + ["-", "-", *(["-", "-"] if many else []), *(["-"] if floor else []),
+                                                    "skipped: " + row["skipped"]]) + " |")
             continue
         secs = row["time_s"]
-        cells = [f"{secs:.3g}", f"{loop / secs:.2f}x"]
+        cells = [f"{secs:.3g}"]
+        if many:
+            r = row["rounds"]
+            ratios = r["vs_loop_rounds"]
+            cells += [f"{r['mean_s']:.3g} ± {r['sd_s']:.2g}", f"{min(ratios):.2f}-{max(ratios):.2f}x"]
+        cells.append(f"{loop / secs:.2f}x")
         if floor:
             cells.append(f"{secs / _floor(result, row):.1f}x")
         lines.append("| " + " | ".join(label + cells + [_equality(row, n)]) + " |")

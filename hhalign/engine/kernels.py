@@ -63,6 +63,11 @@ def _cpu_seconds(fn: Callable[[], Any], reps: int) -> float:
     return best
 
 
+# What measured_kernels timed, per dtype name: {"few": {kernel: GFLOP/s on one thread}, "many": {...}} (the
+# benchmark reports it with the choice).
+KERNEL_RATES: dict[str, dict[str, dict[str, int]]] = {}
+
+
 @functools.cache
 def measured_kernels(dtype_name: str = "float32") -> dict[str, str]:
     """{"few": kernel, "many": kernel}: the fastest candidate for few-row and many-row products in ``dtype_name``,
@@ -88,6 +93,7 @@ def measured_kernels(dtype_name: str = "float32") -> dict[str, str]:
     finally:
         torch.set_num_threads(threads)
     logger.debug(f"linear kernels ({dtype_name}, GFLOP/s on one thread): {rates}; chose {chosen}")
+    KERNEL_RATES[dtype_name] = rates
     return chosen
 
 
