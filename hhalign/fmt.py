@@ -16,11 +16,14 @@ def pct(value: float | None, digits: int = 1) -> str:
 
 
 def with_ci(value: float | None, ci: Sequence[float] | None = None, digits: int = 1, missing: str = "n/a") -> str:
-    """``value [low, high]``; the interval is left out when there is none."""
+    """``value [low, high]``; the interval is left out when there is none or it is undefined (``[None, None]``: every
+    resample of a kappa was 0/0)."""
     if value is None:
         return missing
     text = f"{value:.{digits}f}"
-    return f"{text} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else text
+    if not ci or any(end is None for end in ci):
+        return text
+    return f"{text} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
 
 
 def signed_ci(value: float, ci: Sequence[float], digits: int = 2) -> str:

@@ -210,3 +210,15 @@ def test_the_readmes_study_summary_and_detectable_differences_are_generated(stud
     section = readme[readme.index("**What the study's own ratings show.**"):readme.index("## Reliability")]
     outside = section.replace(held["study-claims"], "")
     assert "supported on" not in outside and "best on all metrics" not in outside  # no verdict outside the block
+
+
+@pytest.mark.parametrize("value, ci, expected", [
+    (0.5, [0.25, 0.75], "0.5 [0.2, 0.8]"),
+    (0.5, None, "0.5"),
+    (0.5, [None, None], "0.5"),  # an interval no resample defined (kappa_ci) is left out, not a crash
+    (None, [0.1, 0.2], "n/a"),
+])
+def test_with_ci_formats_value_and_defined_intervals(value, ci, expected):
+    from hhalign.fmt import with_ci
+
+    assert with_ci(value, ci) == expected
