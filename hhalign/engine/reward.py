@@ -22,6 +22,7 @@ from typing import Any
 
 from ..errors import HHAlignError
 from .base import prefill_groups
+from .reward_formats import encode_pairs, get_format  # noqa: F401 - encode_pairs re-exported where it was defined
 
 # DeBERTa-v3 was trained on 512-token inputs; longer pairs still run (relative positions) and are counted.
 TRAINED_LENGTH = 512
@@ -40,27 +41,6 @@ class Score:
     reward: float
     n_tokens: int
     truncated: bool
-
-
-def encode_pairs(tokenizer: Any, prompts: Sequence[str], responses: Sequence[str],
-                 max_length: int | None = None) -> tuple[list[dict], list[int]]:
-    """Per-pair encodings as the study made them (``truncation=True``), plus untruncated lengths."""
-    if len(prompts) != len(responses):
-        raise HHAlignError(f"{len(prompts)} prompts but {len(responses)} responses to score")
-    full = tokenizer(list(prompts), list(responses), truncation=False)
-    full_lengths = [len(ids) for ids in full["input_ids"]]
-    cap = {} if max_length is None else {"max_length": max_length}
-    # With the real tokenizer's model_max_length of 1e30, truncation=True alone truncates nothing, as in the study.
-    enc = tokenizer(list(prompts), list(responses), truncation=True, **cap)
-    rows = [{k: enc[k][i] for k in enc.keys()} for i in range(len(prompts))]
-    for i, response in enumerate(responses):
-        if not response:
-            # The study's one-pair call tokenizer(prompt, "") encodes the prompt alone ([CLS] p [SEP]); a batched
-            # call would add an empty second segment ([CLS] p [SEP] [SEP]) and change the score.
-            single = tokenizer(prompts[i], truncation=True, **cap)
-            rows[i] = {k: list(single[k]) for k in single.keys()}
-            full_lengths[i] = len(tokenizer(prompts[i], truncation=False)["input_ids"])
-    return rows, full_lengths
 
 
 def score(model: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 8,
@@ -86,8 +66,6 @@ def score(model: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequenc
         raise HHAlignError(f"--token-budget must be positive, got {token_budget}")
     budget = token_budget or DEFAULT_TOKEN_BUDGET
     from .deberta import PACKED_TOKENS, packed_for, unsupported
-    from .reward_formats import get_format
-
     decoder = is_decoder_only(model)
     if decoder:
         pad_with_eos(model, tokenizer)

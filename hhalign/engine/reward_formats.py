@@ -34,6 +34,28 @@ class RewardFormat(Protocol):
         """Per-pair token rows (``input_ids``, ``attention_mask``, ...) and the untruncated lengths."""
 
 
+def encode_pairs(tokenizer: Any, prompts: Sequence[str], responses: Sequence[str],
+                 max_length: int | None = None) -> tuple[list[dict], list[int]]:
+    """Per-pair encodings as the study made them (``truncation=True``), plus untruncated lengths."""
+    if len(prompts) != len(responses):
+        raise HHAlignError(f"{len(prompts)} prompts but {len(responses)} responses to score")
+    full = tokenizer(list(prompts), list(responses), truncation=False)
+    full_lengths = [len(ids) for ids in full["input_ids"]]
+    cap = {} if max_length is None else {"max_length": max_length}
+    # With the real tokenizer's model_max_length of 1e30, truncation=True alone truncates nothing, as in the study.
+    enc = tokenizer(list(prompts), list(responses), truncation=True, **cap)
+    rows = [{k: enc[k][i] for k in enc.keys()} for i in range(len(prompts))]
+    for i, response in enumerate(responses):
+        if not response:
+            # The study's one-pair call tokenizer(prompt, "") encodes the prompt alone ([CLS] p [SEP]); a batched
+            # call would add an empty second segment ([CLS] p [SEP] [SEP]) and change the score.
+            single = tokenizer(prompts[i], truncation=True, **cap)
+            rows[i] = {k: list(single[k]) for k in single.keys()}
+            full_lengths[i] = len(tokenizer(prompts[i], truncation=False)["input_ids"])
+    return rows, full_lengths
+
+
+
 @dataclass(frozen=True)
 class PairFormat:
     name: str = "pair"
@@ -43,8 +65,6 @@ class PairFormat:
 
     def encode(self, tokenizer: Any, prompts: Sequence[str], responses: Sequence[str],
                max_length: int | None = None) -> tuple[list[dict], list[int]]:
-        from .reward import encode_pairs
-
         return encode_pairs(tokenizer, prompts, responses, max_length)
 
 

@@ -14,7 +14,7 @@ import hashlib
 import json
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,23 +178,16 @@ def build_tiny_causal_lm(family: str, out_dir: str | Path, *, seed: int = POLICY
              "config": json.loads(json.dumps(builders.TINY_CAUSAL_LMS[family][2]))}
     if _is_complete(out, _POLICY_FILES, extra):
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".tiny-{family}-", dir=out.parent))
-    try:
+
+    def build(staging: Path) -> None:
         tokenizer = builders.train_policy_tokenizer([CORPUS_PATH.read_text(encoding="utf-8")], POLICY_VOCAB_TARGET)
         if chat_template is not None:
             tokenizer.chat_template = chat_template
         model = builders.build_causal_lm(family, tokenizer, seed=seed)
-        with quiet_progress_bars():
-            model.save_pretrained(staging)
-            tokenizer.save_pretrained(staging)
-        _write_marker(staging, "policy", extra)
-        for path in staging.iterdir():
-            path.chmod(0o644)
-        _move_into_place(staging, out, _POLICY_FILES)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+
+    return _build_one(out, "policy", _POLICY_FILES, extra, build)
 
 
 def build_tiny_reward(out_dir: str | Path, *, seed: int = REWARD_SEED, chat_template: str | None = None) -> Path:
@@ -206,15 +199,23 @@ def build_tiny_reward(out_dir: str | Path, *, seed: int = REWARD_SEED, chat_temp
     extra = {"seed": seed, "chat_template": chat_template}
     if _is_complete(out, _REWARD_FILES, extra):
         return out
+    return _build_one(out, "reward", _REWARD_FILES, extra,
+                      lambda staging: _build_reward(staging, CORPUS_PATH.read_text(encoding="utf-8"), seed,
+                                                    chat_template))
+
+
+def _build_one(out: Path, kind: str, files: Sequence[str], extra: dict, build: Callable[[Path], None]) -> Path:
+    """Run ``build`` into a staging folder beside ``out``, mark it, then move its ``files`` into ``out``: a killed
+    build leaves only a hidden staging folder, never a half-written ``out``."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tiny-reward-", dir=out.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".tiny-{kind}-", dir=out.parent))
     try:
         with quiet_progress_bars():
-            _build_reward(staging, CORPUS_PATH.read_text(encoding="utf-8"), seed, chat_template)
-        _write_marker(staging, "reward", extra)
+            build(staging)
+        _write_marker(staging, kind, extra)
         for path in staging.iterdir():
             path.chmod(0o644)
-        _move_into_place(staging, out, _REWARD_FILES)
+        _move_into_place(staging, out, files)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
