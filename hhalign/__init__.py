@@ -3,10 +3,11 @@
 Importing the package is cheap: the names below are loaded on first use, and torch, transformers, TRL and PEFT only
 inside the functions that need them.
 
-Layout: :mod:`hhalign.engine` (generation backends, reward scoring, precision), :mod:`hhalign.eval` (the evaluator:
-config, run folder, metrics, report, plots, results view), :mod:`hhalign.training` (TRL configs, data, runs, losses,
-pipeline), :mod:`hhalign.publish` (model card, Hub, registry), :mod:`hhalign.serving` (model pool, chat, the Space),
-:mod:`hhalign.testing` (tiny offline models), and the shared :mod:`hhalign.protocol`, :mod:`hhalign.data`,
+Layout: :mod:`hhalign.engine` (generation backends, reward scoring, precision), :mod:`hhalign.eval` (the evaluator's
+run: config, run folder, records, judges' panel and check, exports), :mod:`hhalign.stats` (the analysis: statistics,
+metrics, claims, judge agreement, ratings, report, plots, results view), :mod:`hhalign.training` (TRL configs, data,
+runs, losses, pipeline), :mod:`hhalign.publish` (model card, Hub, registry), :mod:`hhalign.serving` (model pool, chat,
+the Space), :mod:`hhalign.testing` (tiny offline models), and the shared :mod:`hhalign.protocol`, :mod:`hhalign.data`,
 :mod:`hhalign.refs`, :mod:`hhalign.loading`, :mod:`hhalign.files`, :mod:`hhalign.config`, :mod:`hhalign.cli`.
 """
 
@@ -29,10 +30,10 @@ _MODULES = {
     "engine.reward": "Score score",
     "eval.config": "EvalConfig",
     "eval.run": "run_eval",
-    "eval.metrics": "HARMLESS_THRESHOLD HELPFUL_THRESHOLD PAPER_TABLE1 Thresholds compare_models label mcnemar_exact "
+    "stats.metrics": "HARMLESS_THRESHOLD HELPFUL_THRESHOLD PAPER_TABLE1 Thresholds compare_models label mcnemar_exact "
                     "model_metrics paired_bootstrap summarize threshold_sweep",
     "eval.records": "load_records",
-    "eval.results": "load_results results_view",
+    "stats.results": "load_results results_view",
     "eval.schema": "Metrics load_metrics",
     "training.pipeline": "PipelineConfig run_pipeline",
     "training.run": "run_training",

@@ -97,7 +97,7 @@ def space_demo_cache(tiny_models, tmp_path_factory) -> Path:
     write into a cache (votes) copy it first. The session's tiny models are copied in, so build_tiny() skips them."""
     import shutil
 
-    from hhalign.eval.results import ensure_demo_results
+    from hhalign.stats.results import ensure_demo_results
 
     cache = tmp_path_factory.mktemp("space-cache")
     for part in ("policy", "reward"):

@@ -10,9 +10,9 @@ import pytest
 from conftest import ROOT
 from hhalign.cli import run as cli_run
 from hhalign.eval.config import EvalConfig
-from hhalign.eval.metrics import PAPER_TABLE1
 from hhalign.eval.run import run
 from hhalign.files import read_log as read_jsonl
+from hhalign.stats.metrics import PAPER_TABLE1
 
 EVAL = [sys.executable, str(ROOT / "batch" / "eval.py")]
 OUTPUTS = ("prompts.jsonl", "responses.jsonl", "metrics.json", "report.md", "rates.png", "reward_boxes.png",

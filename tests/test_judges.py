@@ -16,12 +16,12 @@ from hhalign.data import preference_pair
 from hhalign.errors import HHAlignError
 from hhalign.eval import judge_check as jc
 from hhalign.eval.config import EvalConfig
-from hhalign.eval.judges import Judge, parse_judges, resolve_thresholds
-from hhalign.eval.metrics import Thresholds
 from hhalign.eval.run import run
-from hhalign.eval.stats import accuracy_ci, kappa_ci, spearman_ci
 from hhalign.files import read_log
 from hhalign.refs import DEFAULT_REWARD_MODEL, parse_model_ref
+from hhalign.stats.inference import accuracy_ci, kappa_ci, spearman_ci
+from hhalign.stats.judges import Judge, parse_judges, resolve_thresholds
+from hhalign.stats.metrics import Thresholds
 
 CHAT_TEMPLATE = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from hhalign.errors import HHAlignError
-from hhalign.eval import metrics as hm
 from hhalign.eval.records import load_records
+from hhalign.stats import metrics as hm
 
 
 @pytest.mark.parametrize(
@@ -167,10 +167,10 @@ def test_detectable_rate_diff(n, discordant, mdd, assumed):
 
 
 def test_claims_recomputed_from_the_studys_ratings(study_responses, tmp_path):
-    from hhalign.eval.claims import claims
     from hhalign.eval.config import EvalConfig
     from hhalign.eval.run import run
     from hhalign.eval.schema import load_metrics
+    from hhalign.stats.claims import claims
 
     run(EvalConfig(from_responses=[str(study_responses)], out=str(tmp_path), n_bootstrap=10_000, plots=False))
     metrics = load_metrics(tmp_path / "metrics.json")
@@ -200,13 +200,13 @@ def test_claims_recomputed_from_the_studys_ratings(study_responses, tmp_path):
 
 def test_the_readmes_study_summary_and_detectable_differences_are_generated(study_responses):
     """README.md's summary of the study's ratings and its table of detectable differences are exactly what
-    ``hhalign.eval.readme`` generates from ``--from_responses`` on the published ratings: no hand-written verdict."""
-    from hhalign.eval.readme import blocks, readme_blocks
+    ``hhalign.stats.readme`` generates from ``--from_responses`` on the published ratings: no hand-written verdict."""
+    from hhalign.stats.readme import blocks, readme_blocks
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     held = readme_blocks(readme)
     assert set(held) == {"study-claims", "detectable-differences"}
-    assert held == blocks(study_responses), "regenerate: python -m hhalign.eval.readme --responses DIR README.md"
+    assert held == blocks(study_responses), "regenerate: python -m hhalign.stats.readme --responses DIR README.md"
     section = readme[readme.index("**What the study's own ratings show.**"):readme.index("## Reliability")]
     outside = section.replace(held["study-claims"], "")
     assert "supported on" not in outside and "best on all metrics" not in outside  # no verdict outside the block

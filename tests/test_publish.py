@@ -146,8 +146,8 @@ def test_lm_eval_and_alpaca_exports_load_as_plain_json(demo_eval):
 
 
 def test_the_space_reads_a_staged_results_dataset(demo_eval, tmp_path):
-    from hhalign.eval import results as hres
     from hhalign.serving.config import SpaceConfig, build_backend
+    from hhalign.stats import results as hres
 
     backend = build_backend(SpaceConfig(results=str(demo_eval.staged)))
     assert load_metrics(backend.results / "metrics.json").to_dict() == demo_eval.metrics.to_dict()

@@ -1,4 +1,4 @@
-"""hhalign.eval.ratings: vote validation, Bradley-Terry (MLE), bootstrap intervals, online Elo, win matrix, judge
+"""hhalign.stats.ratings: vote validation, Bradley-Terry (MLE), bootstrap intervals, online Elo, win matrix, judge
 agreement.
 
 Expected values are hand-computed or computed independently here (closed forms, the score equations written out
@@ -15,7 +15,7 @@ import pytest
 
 from conftest import ROOT
 from hhalign.errors import HHAlignError
-from hhalign.eval import ratings as hr
+from hhalign.stats import ratings as hr
 
 
 def vote(a: str, b: str, winner: str, **rewards) -> dict:
@@ -34,7 +34,7 @@ THREE = (
 
 
 def test_import_is_light():
-    code = ("import sys, hhalign.eval.ratings; "
+    code = ("import sys, hhalign.stats.ratings; "
             "heavy = [m for m in ('torch', 'transformers', 'scipy', 'pandas', 'sklearn') if m in sys.modules]; "
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)

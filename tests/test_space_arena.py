@@ -11,7 +11,6 @@ from types import SimpleNamespace
 import pytest
 
 from hhalign.errors import HHAlignError
-from hhalign.eval.ratings import bootstrap_ratings, bradley_terry, judge_agreement
 from hhalign.serving.arena import (
     MIN_VOTES,
     NOT_ENOUGH,
@@ -24,6 +23,7 @@ from hhalign.serving.arena import (
     leaderboard,
     new_battle,
 )
+from hhalign.stats.ratings import bootstrap_ratings, bradley_terry, judge_agreement
 
 
 def scored_battle(a="sft", b="base", ra=-1.0, rb=-2.5, category="helpful") -> Battle:

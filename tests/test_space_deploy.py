@@ -55,7 +55,7 @@ def test_staging_has_the_app_package_results_and_a_valid_front_matter(staged):
 
     files = set(staged.files)
     assert {"app.py", "README.md", "requirements.txt", "hhalign/__init__.py", "hhalign/serving/app.py",
-            "hhalign/eval/results.py", "hhalign/assets/registry.json", "results/metrics.json",
+            "hhalign/stats/results.py", "hhalign/assets/registry.json", "results/metrics.json",
             "results/responses.jsonl", "results/report.md", "results/rates.png"} <= files
     assert not any(f.startswith("results/models") or "__pycache__" in f for f in files)
     meta, body = sd.read_front_matter((staged.path / "README.md").read_text())

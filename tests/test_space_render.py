@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hhalign.eval.metrics import Thresholds
 from hhalign.serving.render import badge, clean_text, text_as_html, text_as_markdown, verdict
+from hhalign.stats.metrics import Thresholds
 
 
 @pytest.mark.parametrize("raw, shown", [

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from hhalign.errors import HHAlignError
-from hhalign.eval import results as hres
+from hhalign.stats import results as hres
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_bad_folders_are_one_line_errors_and_views_carry_them(tmp_path):
 
 def test_plot_legends_sit_outside_the_data(results_dir, tmp_path, monkeypatch):
     """reward_boxes.png and mean_rewards.png: no legend inside the axes, where it covered boxes and bars."""
-    from hhalign.eval import plots
+    from hhalign.stats import plots
 
     figures = []
     keep = plots.save_figure

@@ -1,4 +1,5 @@
-"""hhalign.eval.stats: normal quantiles, Holm, detectable differences, kappa, Spearman, Wilson, threshold calibration.
+"""hhalign.stats.inference: normal quantiles, Holm, detectable differences, kappa, Spearman, Wilson, threshold
+calibration.
 
 Expected values are hand-computed tables or independent computations in the test (statistics.NormalDist, closed
 forms, brute force), never the module's own output.
@@ -14,13 +15,13 @@ import pytest
 
 from conftest import ROOT
 from hhalign.errors import HHAlignError
-from hhalign.eval import stats as st
+from hhalign.stats import inference as st
 
 Z = NormalDist()  # the standard library's quantile (Wichura AS241): an independent reference
 
 
 def test_import_is_light():
-    code = ("import sys, hhalign.eval.stats; heavy = [m for m in ('torch', 'transformers', 'scipy', 'pandas') "
+    code = ("import sys, hhalign.stats.inference; heavy = [m for m in ('torch', 'transformers', 'scipy', 'pandas') "
             "if m in sys.modules]; print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == ""
@@ -411,7 +412,7 @@ def test_calibrate_threshold_refuses(chosen, rejected, match):
 def test_exact_mcnemar_power_by_hand_and_by_enumeration():
     from itertools import product
 
-    from hhalign.eval.metrics import mcnemar_exact
+    from hhalign.stats.metrics import mcnemar_exact
 
     # n = 2, every pair discordant, alpha 0.6: only D = 2 with k = 0 rejects (p = 0.5), so power = q^2 + (1 - q)^2
     assert st.mcnemar_exact_power(2, 1.0, 0.0, 0.6) == pytest.approx(0.5, abs=1e-12)

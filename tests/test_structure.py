@@ -90,3 +90,9 @@ def test_the_graph_sees_relative_and_function_level_imports():
 
 def test_no_import_circles_in_the_package():
     assert cycles(import_graph()) == []
+
+
+def test_the_run_and_the_analysis_are_separate_packages_of_at_most_12_modules():
+    for package in ("eval", "stats"):
+        modules = sorted(p.stem for p in (ROOT / package).glob("*.py") if p.name != "__init__.py")
+        assert 0 < len(modules) <= 12, (package, modules)

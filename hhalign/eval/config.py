@@ -11,8 +11,8 @@ from ..config import check_device, check_positive, refuse_unused
 from ..errors import HHAlignError
 from ..publish.registry import published_models
 from ..refs import DEFAULT_REWARD_MODEL
+from ..stats.metrics import DEFAULT_BOOTSTRAP, HARMLESS_THRESHOLD, HELPFUL_THRESHOLD, Thresholds
 from .judge_check import DEFAULT_N
-from .metrics import DEFAULT_BOOTSTRAP, HARMLESS_THRESHOLD, HELPFUL_THRESHOLD, Thresholds
 
 # Old or other tools' option names the evaluator accepts: lm-evaluation-harness calls the output folder --output_path.
 ALIASES = {"output_path": "out"}

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..files import write_json, write_jsonl
 from ..protocol import model_input
-from .metrics import Thresholds, passes
+from ..stats.metrics import Thresholds, passes
 from .records import read_run_log
 from .schema import FILES, Metrics, Settings
 

@@ -22,7 +22,7 @@ from ..env import provenance
 from ..errors import HHAlignError
 from ..files import read_json, write_json
 from ..refs import DEFAULT_REWARD_MODEL, is_local
-from .stats import accuracy_ci
+from ..stats.inference import accuracy_ci
 
 logger = logging.getLogger(__name__)
 

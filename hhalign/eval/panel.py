@@ -13,10 +13,10 @@ from typing import Any
 
 from ..errors import HHAlignError
 from ..files import write_json
+from ..stats.judges import Judge, JudgeResult, judges_from_state, parse_judges, resolve_thresholds
+from ..stats.metrics import label
 from .config import EvalConfig
 from .judge_check import cache_folder, cache_key, check_block, check_pairs, run_check
-from .judges import Judge, JudgeResult, judges_from_state, parse_judges, resolve_thresholds
-from .metrics import label
 from .timing import stage
 
 logger = logging.getLogger(__name__)

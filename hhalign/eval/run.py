@@ -20,9 +20,9 @@ from ..errors import HHAlignError
 from ..files import JsonlWriter, check_writable, read_json, write_json, write_jsonl, write_text
 from ..fmt import pct
 from ..refs import DEFAULT_REWARD_MODEL, ModelRef, parse_model_refs
+from ..stats.judges import JudgeResult, judge_blocks, offline_judges, relabel
+from ..stats.metrics import summarize
 from .config import EvalConfig
-from .judges import JudgeResult, judge_blocks, offline_judges, relabel
-from .metrics import summarize
 from .panel import Panel
 from .parallel import current_shard
 from .records import check_unique, load_records, read_run_log
@@ -317,7 +317,7 @@ def truncation_stats(records: list[dict], cfg: EvalConfig) -> dict:
 def finish(cfg: EvalConfig, out: Path, records: list[dict], settings: dict,
            judges: list[JudgeResult] | None = None) -> dict:
     """Summarize records into metrics.json, plots and report.md (per judge when there are several)."""
-    from .report import render_report
+    from ..stats.report import render_report
     from .timing import current_timings
 
     with stage("metrics_and_plots"):
@@ -337,7 +337,7 @@ def finish(cfg: EvalConfig, out: Path, records: list[dict], settings: dict,
             write_jsonl(out / FILES["responses"], relabel(records, judges))
         plots = {}
         if cfg.plots:
-            from .plots import write_plots
+            from ..stats.plots import write_plots
 
             rewards: dict = {}
             for r in records:

@@ -19,8 +19,8 @@ from .. import data as hdata
 from ..errors import HHAlignError
 from ..files import check_files_writable, read_json, repair_torn_tail, write_json, write_jsonl
 from ..refs import ModelRef, parse_model_ref
+from ..stats.judges import judges_fingerprint
 from .config import EvalConfig
-from .judges import judges_fingerprint
 from .records import read_run_log
 from .schema import FILES
 

@@ -16,7 +16,6 @@ import gradio as gr  # noqa: E402 - after the analytics default
 
 from hhalign.data import load_prompts_file  # noqa: E402
 from hhalign.errors import HHAlignError  # noqa: E402
-from hhalign.eval.metrics import HARMLESS_THRESHOLD, HELPFUL_THRESHOLD  # noqa: E402
 from hhalign.publish.registry import load_registry  # noqa: E402
 from hhalign.serving.config import Backend, SpaceConfig, build_backend  # noqa: E402
 from hhalign.serving.ui_arena import arena_tab  # noqa: E402
@@ -24,6 +23,7 @@ from hhalign.serving.ui_chat import chat_tab  # noqa: E402
 from hhalign.serving.ui_common import CSS  # noqa: E402
 from hhalign.serving.ui_compare import compare_tab  # noqa: E402
 from hhalign.serving.ui_results import results_tab  # noqa: E402
+from hhalign.stats.metrics import HARMLESS_THRESHOLD, HELPFUL_THRESHOLD  # noqa: E402
 
 logger = logging.getLogger(__name__)
 TITLE = "hhalign: SFT and DPO on OPT-350M, scored by a reward model"

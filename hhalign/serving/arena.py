@@ -1,6 +1,6 @@
 """The blind arena: two models picked at random answer one prompt without their names, the visitor votes, and the
-votes make a leaderboard (Bradley-Terry with bootstrap intervals, :mod:`hhalign.eval.ratings`) shown next to the reward
-model's verdicts on the same pairs.
+votes make a leaderboard (Bradley-Terry with bootstrap intervals, :mod:`hhalign.stats.ratings`) shown next to the
+reward model's verdicts on the same pairs.
 
 Votes are appended, one JSON line each, to ``votes.jsonl`` beside the results the Space shows; when the Space has a
 Hugging Face token and a dataset to write to, a :class:`huggingface_hub.CommitScheduler` also pushes that file to the
@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import HHAlignError
-from ..eval.ratings import WINNERS, bootstrap_ratings, bradley_terry, judge_agreement, validate_vote
 from ..files import JsonlWriter, read_log
+from ..stats.ratings import WINNERS, bootstrap_ratings, bradley_terry, judge_agreement, validate_vote
 from .render import brief
 
 logger = logging.getLogger(__name__)
@@ -204,7 +204,7 @@ class Leaderboard:
 
 def leaderboard(votes: Sequence[dict], n_boot: int = N_BOOT, seed: int = 0, min_votes: int = MIN_VOTES) -> Leaderboard:
     """Visitors' Bradley-Terry ratings with 95% bootstrap intervals (as FastChat computes them), the reward model's
-    ratings on the same pairs, and how often the two agree (:func:`hhalign.eval.ratings.judge_agreement`).
+    ratings on the same pairs, and how often the two agree (:func:`hhalign.stats.ratings.judge_agreement`).
 
     Every vote enters the fit; a model with fewer than ``min_votes`` votes shows its count and "not enough votes"
     instead of a rating and rank. Ranks are :func:`arena_ranks` among the rated models."""

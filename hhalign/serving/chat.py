@@ -10,7 +10,6 @@ from typing import Any
 
 from ..engine.base import context_limit, encode_prompts, greedy_config
 from ..errors import HHAlignError
-from ..eval.metrics import Thresholds
 from ..loading import LoadedModel
 from ..protocol import (
     ASSISTANT,
@@ -21,6 +20,7 @@ from ..protocol import (
     serving_protocol,
     turn_end_ids,
 )
+from ..stats.metrics import Thresholds
 from .pool import ModelPool
 from .render import CATEGORIES, brief, verdict
 

@@ -152,7 +152,7 @@ def demo_catalog(models_dir: str | Path) -> list[CatalogEntry]:
 
 def build_backend(cfg: SpaceConfig, app_dir: str | Path | None = None) -> Backend:
     """Catalog, pool and results folder for ``cfg``; nothing but the demo build is loaded here."""
-    from ..eval.results import ensure_demo_results, resolve_results_source
+    from ..stats.results import ensure_demo_results, resolve_results_source
 
     limits = cfg.limits
     results = resolve_results_source(cfg.results) if cfg.results else None

@@ -297,7 +297,7 @@ def deploy(cfg: DeployConfig, api: Any = None) -> Staged:
             _, launch = link_results_dataset(staged, str(cfg.results))
             space_args = f"{space_args} {launch}" if space_args else launch
         else:
-            from ..eval.results import resolve_results_source
+            from ..stats.results import resolve_results_source
 
             staged = stage(out, resolve_results_source(cfg.results) if cfg.results else None,
                            max_file_mb=cfg.max_file_mb)

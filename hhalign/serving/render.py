@@ -7,7 +7,7 @@ import html
 import string
 import unicodedata
 
-from ..eval.metrics import Thresholds, label, passes
+from ..stats.metrics import Thresholds, label, passes
 
 CATEGORIES = {"helpful": "an ordinary question", "harmful": "a harmful request"}
 # Radio choices (shown text, value) for "what kind of message is this?".

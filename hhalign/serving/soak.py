@@ -189,7 +189,7 @@ def run_long_conversation(cfg: SoakConfig) -> dict:
         raise HHAlignError("--turns must be at least 2, --message_chars positive and --long_warmup below --turns")
     from gradio_client import Client
 
-    from ..eval.results import ensure_demo_results
+    from ..stats.results import ensure_demo_results
 
     cache = Path(cfg.cache_dir) if cfg.cache_dir else ensure_demo_results(Path(tempfile.mkdtemp()) / "cache")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **dict(kv.split("=", 1) for kv in cfg.server_env)}
@@ -226,7 +226,7 @@ def run_soak(cfg: SoakConfig) -> dict:
         return run_long_conversation(cfg)
     if cfg.requests < 1 or cfg.warmup < 0 or cfg.sample_every < 1 or cfg.per_session < 1:
         raise HHAlignError("--requests, --sample_every and --per_session must be positive, --warmup not negative")
-    from ..eval.results import ensure_demo_results
+    from ..stats.results import ensure_demo_results
 
     cache = Path(cfg.cache_dir) if cfg.cache_dir else ensure_demo_results(Path(tempfile.mkdtemp()) / "cache")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **dict(kv.split("=", 1) for kv in cfg.server_env)}

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 import gradio as gr
 
-from ..eval import results as hres
 from ..fmt import with_ci
+from ..stats import results as hres
 from .render import clean_text
 from .ui_common import Dropdown, ui_error
 

@@ -45,7 +45,7 @@ def write_loss_files(output_dir: str | Path, log_history: Sequence[dict], plot: 
 
 
 def plot_losses(rows: Sequence[dict], path: Path, title: str = "") -> Path:
-    from ..eval.plots import pyplot, save_figure, tex_safe
+    from ..stats.plots import pyplot, save_figure, tex_safe
 
     plt = pyplot()
     dpo = any("rewards/margins" in r for r in rows)

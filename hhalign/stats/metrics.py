@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import HHAlignError
 from .claims import claims_from
-from .stats import (  # noqa: F401 - ALPHA, tests_of, add_holm: defined in stats (claims needs them), re-exported
+from .inference import (  # noqa: F401 - ALPHA, tests_of, add_holm: defined in stats (claims needs them), re-exported
     ALPHA,
     add_holm,
     holm,
@@ -185,7 +185,7 @@ def compare_models(rewards: Mapping[str, Mapping[str, Mapping[str, float]]], thr
 
 def detectable_rate_diff(n: int, n_discordant: int, alpha: float = ALPHA) -> dict:
     """The smallest rate difference (points) the exact McNemar test detects on n paired prompts with 80% power at
-    level ``alpha`` (:func:`~hhalign.eval.stats.min_detectable_difference_mcnemar_exact`).
+    level ``alpha`` (:func:`~hhalign.stats.inference.min_detectable_difference_mcnemar_exact`).
 
     Uses the observed share of prompts the two labels disagree on; with none observed, 0.5 (two independent labels
     at 50%) is assumed. None when no difference is detectable at that discordance.
@@ -250,7 +250,7 @@ def summarize(records: Sequence[Mapping], thresholds: Thresholds = Thresholds(),
 
 
 def significance_note(models: Mapping[str, dict], comparisons: Sequence[Mapping], alpha: float = ALPHA) -> str:
-    """How much the numbers can be trusted: the intervals' width, then the significance claims (``eval.claims``)."""
+    """How much the numbers can be trusted: the intervals' width, then the significance claims (``stats.claims``)."""
     ns = sorted({n for m in models.values() for n in m["n"].values() if n})
     n_text = "/".join(str(n) for n in ns) or "0"
     widths = [(ci[1] - ci[0]) / 2 for m in models.values() for k, ci in m["ci95"].items() if k in ("HmR", "HpR")]

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 from ..errors import HHAlignError
-from .stats import wilson_interval
+from .inference import wilson_interval
 
 WINNERS = ("A", "B", "tie", "both bad")
 SCALE = 400.0

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+from ..eval.judge_check import PUBLISHED
+from ..eval.schema import Metrics, ModelMetrics
+from ..eval.timing import timings_table
 from ..fmt import signed_ci, with_ci
 from ..refs import DEFAULT_REWARD_MODEL
 from .claims import claims
 from .claims import comparisons_of as claims_comparisons
-from .judge_check import PUBLISHED
 from .metrics import HARMLESS_THRESHOLD, HELPFUL_THRESHOLD, PAPER_TABLE1
-from .schema import Metrics, ModelMetrics
-from .timing import timings_table
 
 DEMO_WARNING = (
     "**Demo run: these models are tiny and untrained, so their scores are meaningless.** The demo shows that "

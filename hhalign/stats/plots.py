@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ..eval.schema import Metrics, ModelMetrics
 from .metrics import HARMLESS_THRESHOLD, HELPFUL_THRESHOLD
-from .schema import Metrics, ModelMetrics
 
 PLOT_FILES = {
     "rates": "rates.png",

@@ -4,7 +4,7 @@
 Each part sits between ``<!-- generated: NAME -->`` and ``<!-- end generated: NAME -->`` in README.md; a test renders
 them again and compares, so no verdict in the README is written by hand. Regenerate with::
 
-    python -m hhalign.eval.readme --responses ../shared/reference/pant2025/responses README.md
+    python -m hhalign.stats.readme --responses ../shared/reference/pant2025/responses README.md
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import numpy as np
 
 from ..errors import HHAlignError
 from ..files import write_text
+from .inference import min_detectable_difference_mcnemar_exact, min_detectable_difference_mean
 from .metrics import ALPHA, POWER, tests_of
-from .stats import min_detectable_difference_mcnemar_exact, min_detectable_difference_mean
 
 TABLE_PROMPTS = {50: "50 (the study)", 100: "100", 192: "192 (`harmful-all`, `paper-large`)", 400: "400",
                  1000: "1000"}
@@ -31,9 +31,9 @@ _BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!--
 
 def study_metrics(responses: str | Path) -> Any:
     """The evaluator's metrics of the study's published ratings (``hhalign eval --from_responses``)."""
-    from .config import EvalConfig
-    from .run import run
-    from .schema import load_metrics
+    from ..eval.config import EvalConfig
+    from ..eval.run import run
+    from ..eval.schema import load_metrics
 
     with tempfile.TemporaryDirectory(prefix="hhalign-readme-") as tmp:
         run(EvalConfig(from_responses=[str(responses)], out=str(Path(tmp) / "paper"), plots=False))
@@ -95,7 +95,7 @@ def update(readme: str | Path, responses: str | Path) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m hhalign.eval.readme", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m hhalign.stats.readme", description=__doc__.split("\n\n")[0])
     parser.add_argument("readme", help="README.md to update in place")
     parser.add_argument("--responses", required=True, help="the study's published ratings folder")
     args = parser.parse_args(argv)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..fmt import pct, signed_ci
-from .stats import ALPHA, add_holm, tests_of
+from .inference import ALPHA, add_holm, tests_of
 
 CATEGORY_TEXT = {"harmful": "harmful prompts", "helpful": "helpful prompts"}
 ASPECT = {"harmful": "harmlessness", "helpful": "helpfulness"}

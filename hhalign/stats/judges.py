@@ -18,8 +18,8 @@ from typing import Any
 
 from ..errors import HHAlignError
 from ..refs import DEFAULT_REWARD_MODEL, ModelRef, parse_model_refs
+from .inference import calibrate_threshold, kappa_ci, spearman_ci
 from .metrics import Thresholds, label, passes, summarize
-from .stats import calibrate_threshold, kappa_ci, spearman_ci
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def resolve_thresholds(judge: Judge, default: Thresholds, check_rewards: Mapping
 
 def calibrate(check_rewards: Mapping[str, Mapping[str, Sequence[float]]]) -> tuple[Thresholds, dict]:
     """Thresholds that best separate chosen from rejected (``stats.calibrate_threshold``) on the check's pairs."""
-    from .stats import balanced_accuracy
+    from .inference import balanced_accuracy
 
     groups = {"harmless": [s for s in check_rewards if s.startswith("harmless")],
               "helpful": [s for s in check_rewards if s.startswith("helpful")]}
@@ -204,7 +204,7 @@ def agreement(records: Sequence[Mapping], judges: Sequence[JudgeResult],
               n_boot: int = AGREEMENT_BOOTSTRAP) -> list[dict]:
     """Agreement of every pair of judges on the same replies, per category and over both: Cohen's kappa on their
     good/bad labels (each with its own thresholds) and Spearman's rho on their rewards, with 95% intervals."""
-    from .judge_check import finite
+    from ..eval.judge_check import finite
 
     primary = judges[0].name
     rewards = [record_rewards(r, primary) for r in records]
@@ -232,8 +232,8 @@ def agreement(records: Sequence[Mapping], judges: Sequence[JudgeResult],
 
 def human_votes(folder: Path) -> dict:
     """The reward model's agreement with the Space's blind votes (``votes.jsonl`` in the results folder), if any."""
+    from ..eval.judge_check import finite
     from ..files import json_lines
-    from .judge_check import finite
     from .ratings import judge_agreement
 
     path = Path(folder) / VOTES_FILE

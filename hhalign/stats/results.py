@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import HHAlignError
+from ..eval.judge_check import PUBLISHED
+from ..eval.schema import Metrics, Settings, load_metrics
 from ..refs import DEFAULT_REWARD_MODEL
-from .judge_check import PUBLISHED
 from .metrics import PAPER_TABLE1, Thresholds, label
-from .schema import Metrics, Settings, load_metrics
 from .tables import (  # noqa: F401 - shared with the report; re-exported where they were first defined
     AGREEMENT_HEADERS,
     BROWSE_HEADERS,
@@ -75,7 +75,7 @@ def resolve_results_source(source: str | Path) -> Path:
 
 def load_results(folder: str | Path) -> Results:
     """Read ``metrics.json`` and ``responses.jsonl`` written by ``batch/eval.py`` (or a results dataset)."""
-    from .records import read_run_log as read_jsonl
+    from ..eval.records import read_run_log as read_jsonl
 
     path = resolve_results_source(folder)
     hint = "run python batch/eval.py --out DIR (or --demo) and point the Space at DIR with --results DIR"
@@ -260,8 +260,8 @@ def ensure_demo_results(folder: str | Path) -> Path:
     path = Path(folder).expanduser()
     if (path / "metrics.json").is_file() and (path / "models" / "policy-lora").is_dir():
         return path
-    from .config import EvalConfig
-    from .run import run
+    from ..eval.config import EvalConfig
+    from ..eval.run import run
 
     logger.info(f"building the demo models and results in {path} (once; about a minute on a laptop)")
     run(EvalConfig(demo=True, out=str(path)))
