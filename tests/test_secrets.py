@@ -313,8 +313,8 @@ def test_space_args_with_a_token_are_not_made_a_public_variable(tmp_path):
 
 
 def test_every_hub_upload_scans_its_staged_files(tmp_path):
-    """Model repos and results datasets both go through publish.hub.upload_repo: a token in any file stops it."""
-    from hhalign.publish.hub import upload_repo
+    """Model repos and results datasets both go through publish.staging.upload_repo: a token in any file stops it."""
+    from hhalign.publish.staging import upload_repo
 
     class Api:
         calls: list = []

@@ -84,8 +84,11 @@ def test_the_cap_default_is_stated_in_the_help(capsys):
 @pytest.mark.parametrize("name", ["line\nbreak.png", "bell\x07.png", "esc\x1b[31m.png"])
 def test_a_name_with_a_control_character_is_refused(folder, tmp_path, capsys, name):
     (folder / name).write_bytes(b"\x89PNG")
-    refused(["--results", str(folder), "--dry_run", "--staging", str(tmp_path / "s")], capsys,
-            "its name holds the control character")
+    line = refused(["--results", str(folder), "--dry_run", "--staging", str(tmp_path / "s")], capsys,
+                   "its name holds the control character")
+    control = next(c for c in name if ord(c) < 32)
+    assert repr(control) in line  # the offending character is named, escaped, so the line stays one line
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").rglob("*.png"))
 
 
 def test_only_regular_files_are_staged(folder, tmp_path, capsys):  # held before this pass too: a regression test

@@ -23,18 +23,13 @@ from .card import (
 )
 from .registry import update_registry
 from .results_hub import linked_results
-from .staging import (  # noqa: F401 - the upload mechanics, re-exported where they were first defined
-    MAX_FILE_MB,
-    STAGING_MARKER,
-    StagedRepo,
+from .staging import (
     check_push,
     check_repo_id,
     check_staged,
     copy_for_upload,
-    hub_error,
     prepare_staging,
     staged_files,
-    staging_for,
     upload_repo,
 )
 

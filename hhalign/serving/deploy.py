@@ -186,7 +186,7 @@ def stage(out_dir: str | Path, results: str | Path | None = None, space_dir: Pat
           package_dir: Path | None = None, max_file_mb: float = 50.0) -> Staged:
     """Copy what the Space runs into ``out_dir``: app.py, README.md, requirements.txt, the package's files
     (:func:`package_files`) as hhalign/, and results/; every file through the upload checks
-    (:func:`hhalign.publish.hub.copy_for_upload`: regular files only, no hard links, no control characters in
+    (:func:`hhalign.publish.staging.copy_for_upload`: regular files only, no hard links, no control characters in
     names, at most ``max_file_mb`` MB)."""
     from ..publish.staging import copy_for_upload
 

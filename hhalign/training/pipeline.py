@@ -239,7 +239,7 @@ def check_pipeline_push(cfg: PipelineConfig) -> None:
 
 def results_options(cfg: PipelineConfig, eval_cfg: EvalConfig) -> EvalConfig:
     """The evaluation stage's publishing options: the pipeline's results dataset, staged with the others."""
-    from ..publish.hub import staging_for
+    from ..publish.staging import staging_for
 
     if not cfg.push_results_to_hub:
         return eval_cfg
@@ -279,9 +279,10 @@ def publish_stages(cfg: PipelineConfig, out: Path, metrics_path: Path, base: str
     card that was pushed (with --dry_run: stage them, record nothing)."""
     from ..eval.schema import load_metrics
     from ..publish.card import eval_results, registry_metrics
-    from ..publish.hub import push_checkpoint, staging_for
+    from ..publish.hub import push_checkpoint
     from ..publish.registry import update_base_metrics, update_registry
     from ..publish.results_hub import linked_results
+    from ..publish.staging import staging_for
 
     pushed: dict = {}
     for stage in STAGES:  # SFT first: the SFT+DPO adapter names the pushed SFT repo as its base
