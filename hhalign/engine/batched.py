@@ -196,9 +196,9 @@ def _decode_batch(model: Any, rows: list[list[int]], max_new_tokens: int, eos_to
     param = next(model.parameters())
     dtype = param.dtype if param.is_floating_point() else torch.float32
     extra = _forward_kwargs(model)
-    # Explicit positions: models that count positions from the cache slot (rotary Llama/Qwen2/Phi-3/GPT-NeoX/Gemma,
-    # GPT-2's learned table) would otherwise see a left-padded row shifted by its padding. OPT counts from the mask.
-    positions = _takes_positions(model)
+    # Explicit positions (engine_declines requires a forward that takes them): models that count positions from the
+    # cache slot (rotary Llama/Qwen2/Phi-3/GPT-NeoX/Gemma, GPT-2's learned table) would otherwise see a left-padded row
+    # shifted by its padding. OPT counts from the mask.
     first = torch.empty(len(rows), dtype=torch.long, device=device)
     with torch.inference_mode(), engine_kernels(model) as per_row:
         # Row-by-row attention on CPUs reads the cache in float32 whatever the weights: PyTorch's CPU attention kernel
@@ -220,8 +220,7 @@ def _decode_batch(model: Any, rows: list[list[int]], max_new_tokens: int, eos_to
             cache = Cache(layers=[SlotLayer(k[start:end, :, offset:], v[start:end, :, offset:])
                                   for k, v in zip(keys, values)])
             rows_kw = {"hhalign_row_starts": [group_width - len(r) for r in rows[start:end]]} if per_row else {}
-            if positions:
-                rows_kw["position_ids"] = _prefill_positions(rows[start:end], group_width).to(device)
+            rows_kw["position_ids"] = _prefill_positions(rows[start:end], group_width).to(device)
             out = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), past_key_values=cache,
                         use_cache=True, **extra, **rows_kw)
             first[start:end] = out.logits[:, -1].argmax(-1)
@@ -259,8 +258,7 @@ def _decode_batch(model: Any, rows: list[list[int]], max_new_tokens: int, eos_to
             position = width + step
             mask[:, position] = 1
             rows_kw = {"hhalign_row_starts": row_starts} if per_row else {}
-            if positions:
-                rows_kw["position_ids"] = row_positions + step
+            rows_kw["position_ids"] = row_positions + step
             out = model(input_ids=token[:, None], attention_mask=mask[:, : position + 1], past_key_values=cache,
                         use_cache=True, **extra, **rows_kw)
             token = out.logits[:, -1].argmax(-1)
